@@ -1,0 +1,17 @@
+"""tfrs_diag: training diagnostics for TensorFlow Recommenders and Keras.
+
+Set `TF_USE_LEGACY_KERAS=1` before importing TensorFlow (TFRS needs Keras 2).
+
+>>> import tfrs_diag
+>>> cb = tfrs_diag.callbacks.GradientStatistics(log_dir=tmp_log_dir)  # doctest: +SKIP
+>>> model.fit(data, callbacks=[cb])                                    # doctest: +SKIP
+"""
+
+from tfrs_diag import _keras  # noqa: F401  (fails early, with the fix, on Keras 3)
+
+__version__ = "0.1.0"
+
+from tfrs_diag import callbacks, datasets, summary  # noqa: E402
+from tfrs_diag.capture import GradientCapture  # noqa: E402
+
+__all__ = ["callbacks", "datasets", "summary", "GradientCapture", "__version__"]

@@ -1,0 +1,5 @@
+"""Keras callbacks: thin glue around the pure computations in `tfrs_diag.stats`."""
+
+from tfrs_diag.callbacks.gradients import GradientStatistics, NonFiniteGradientError
+
+__all__ = ["GradientStatistics", "NonFiniteGradientError"]

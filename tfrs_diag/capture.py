@@ -1,0 +1,532 @@
+"""Capture of the gradients the optimizer really applies, as in-graph statistics.
+
+`GradientCapture.attach(model)` wraps two bound methods of one model instance, nothing
+else: ``model.optimizer.apply_gradients`` (it sees exactly the ``(gradient, variable)``
+pairs of the step, unscaled under a mixed-precision `LossScaleOptimizer`, after the
+all-reduce under `tf.distribute`) and ``model.train_step`` (for the per-replica batch
+size and to add ``grad_norm`` to the Keras logs). The model's class is untouched, so an
+unmodified `tfrs.Model` subclass works, and no extra forward or backward pass runs.
+
+Statistics are computed in the compiled step into non-trainable variables that the
+capture owns (not the model: checkpoints and `restore_best` never see them). The host
+reads them every N steps. Nothing in the step calls back into Python, writes summaries
+or uses string ops, so it compiles under ``jit_compile=True`` and runs on TPUs.
+
+Per step (cheap, vector-sized): each variable's squared gradient norm, a finiteness
+check, the first non-finite step per variable, a running median of log-norms for the
+exploding-gradient detector, and (two or more replicas) the gradient noise scale terms.
+Every ``every_n_steps``: max |g|, zero fraction, weight norm, update/weight ratio and
+embedding row statistics. Every ``histogram_every_n_steps``: value histograms of that
+one step (a snapshot, not accumulated over the interval).
+
+>>> capture = GradientCapture(every_n_steps=10)   # doctest: +SKIP
+>>> capture.attach(model); model.fit(ds); stats = capture.read()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from tfrs_diag._keras import tf
+from tfrs_diag.stats import gradients as G
+
+# Columns of the per-variable snapshot matrix.
+SNAPSHOT_COLUMNS = ("norm", "max_abs", "zero_fraction", "weight_norm", "update_ratio")
+# Columns of the per-embedding-table snapshot matrix.
+EMBEDDING_COLUMNS = ("unique_rows", "batch_rows", "row_grad_norm_mean", "row_grad_norm_max", "row_update_ratio")
+
+_SCOPE = "tfrs_diag_capture"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackedVariable:
+    """Static facts about one variable the capture watches."""
+
+    index: int
+    name: str  # readable path, e.g. "user_model/embedding/embeddings"
+    layer: str  # owning layer path, e.g. "user_model/embedding"
+    shape: tuple[int, ...]
+    sparse: bool  # gradient arrives as IndexedSlices
+    sparse_index: int  # position among sparse variables, -1 for dense
+    update_ratio: bool  # a previous-value copy is kept for ||dw||/||w||
+
+
+def variable_names(model) -> dict[int, tuple[str, str]]:
+    """Maps ``id(variable)`` to (readable variable path, owning layer path).
+
+    Keras 2 variable names drop their parents ("embedding/embeddings:0"), which makes
+    the two towers of a retrieval model hard to tell apart; layer paths do not.
+    """
+    names: dict[int, tuple[str, str]] = {}
+
+    def visit(layer, prefix: str, seen: set[int]):
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        for v in getattr(layer, "_trainable_weights", []) + getattr(layer, "_non_trainable_weights", []):
+            if id(v) not in names:
+                short = v.name.split(":")[0].split("/")[-1]
+                names[id(v)] = (f"{prefix}/{short}" if prefix else short, prefix or short)
+        children = []
+        if hasattr(layer, "_flatten_layers"):
+            children = list(layer._flatten_layers(include_self=False, recursive=False))
+        for child in children:
+            visit(child, f"{prefix}/{child.name}" if prefix else child.name, seen)
+
+    visit(model, "", set())
+    return names
+
+
+def _unique(names: Sequence[str]) -> list[str]:
+    out, counts = [], {}
+    for n in names:
+        k = counts.get(n, 0)
+        counts[n] = k + 1
+        out.append(n if k == 0 else f"{n}_{k + 1}")
+    return out
+
+
+def _ratio(update_norm, weight_norm):
+    """||dw|| / ||w||; NaN where the weights were all zero (a fresh bias): undefined."""
+    return tf.where(weight_norm > 0, update_norm / tf.maximum(weight_norm, 1e-30), float("nan"))
+
+
+class _State:
+    """The capture's tf.Variables (created once, on the first trace)."""
+
+    def __init__(self, tracked: list[TrackedVariable], cfg: "GradientCapture", num_replicas: int, weights):
+        v_count = len(tracked)
+        e_count = sum(t.sparse for t in tracked)
+        # ON_READ: each replica writes its own copy with no cross-replica sync (a
+        # mirrored write would need a merge_call, which tf.cond branches cannot hold).
+        # The values are computed from all-reduced gradients, so every copy is equal
+        # and the host reads the first one.
+        sync = dict(synchronization=tf.VariableSynchronization.ON_READ,
+                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+        def var(init, name, dtype=tf.float32):
+            return tf.Variable(tf.constant(init, dtype=dtype), trainable=False, name=name, **sync)
+
+        with tf.name_scope(_SCOPE):
+            self.step = var(0, "step", tf.int64)
+            self.global_norm = var(0.0, "global_norm")
+            self.last_sumsq = var(np.zeros([v_count]), "last_sumsq")
+            self.nonfinite_first = var(np.full([v_count], -1), "nonfinite_first_step", tf.int64)
+            self.nonfinite_count = var(np.zeros([v_count]), "nonfinite_count", tf.int64)
+            self.nonfinite_last_step = var(-1, "nonfinite_last_step", tf.int64)
+            self.log_norm_window = var(np.zeros([cfg.exploding_window, v_count]), "log_norm_window")
+            self.finite_steps = var(0, "finite_steps", tf.int64)
+            self.overflow_count = var(0, "loss_scale_overflow_steps", tf.int64)
+            self.exploding_first = var(np.full([v_count], -1), "exploding_first_step", tf.int64)
+            self.exploding_ratio = var(np.zeros([v_count]), "exploding_ratio")
+            self.snap_step = var(-1, "snapshot_step", tf.int64)
+            self.snap = var(np.zeros([v_count, len(SNAPSHOT_COLUMNS)]), "snapshot")
+            self.emb = var(np.zeros([max(e_count, 1), len(EMBEDDING_COLUMNS)]), "embedding_snapshot")
+            self.emb_hist = var(np.zeros([max(e_count, 1), len(G.ROW_NORM_LOG10_EDGES) - 1]), "row_norm_hist")
+            self.hist_step = var(-1, "histogram_step", tf.int64)
+            self.hist = var(np.zeros([v_count, cfg.histogram_bins]), "histogram")
+            self.hist_range = var(np.zeros([v_count, 2]), "histogram_range")
+            self.prev = {}
+            for t, w in zip(tracked, weights):
+                if t.update_ratio and not t.sparse:
+                    self.prev[t.index] = tf.Variable(
+                        tf.zeros(t.shape, tf.float32), trainable=False, name=f"prev_{t.index}", **sync)
+            self.noise = None
+            if num_replicas > 1:
+                # [EMA of |G|^2 estimate, EMA of tr(Sigma) estimate, updates so far, last B_small]
+                self.noise = var(np.zeros([4]), "noise_scale")
+
+
+class GradientCapture:
+    """In-graph statistics of the gradients the optimizer applies, read every N steps.
+
+    Args:
+      every_n_steps: cadence of the snapshot statistics.
+      histogram_every_n_steps: cadence of the value histograms (each one step's snapshot).
+      histogram_bins: equal-width buckets between that step's min and max gradient.
+      exploding_factor: a variable's gradient norm above this multiple of its running
+        median (over ``exploding_window`` steps) counts as exploding.
+      exploding_window: steps in the running median; detection starts once it is full.
+      sanitize_nonfinite: replace a step's non-finite gradients by zeros before the
+        optimizer sees them (used by ``on_nonfinite="stop"``/``"raise"`` so the weights
+        you keep stay finite).
+      update_ratio_max_elements: dense variables larger than this get no update/weight
+        ratio (it needs a copy of the variable); embedding tables use touched rows only.
+      noise_ema: EMA decay of the two noise-scale terms.
+    """
+
+    def __init__(self, every_n_steps: int = 100, histogram_every_n_steps: int = 1000, *,
+                 histogram_bins: int = 30, exploding_factor: float = 100.0, exploding_window: int = 25,
+                 sanitize_nonfinite: bool = False, update_ratio_max_elements: int = 1 << 22,
+                 noise_ema: float = 0.95):
+        for name, value in (("every_n_steps", every_n_steps), ("histogram_every_n_steps", histogram_every_n_steps),
+                            ("histogram_bins", histogram_bins), ("exploding_window", exploding_window)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not exploding_factor > 1:
+            raise ValueError(f"exploding_factor must be > 1, got {exploding_factor!r}")
+        if not 0 <= noise_ema < 1:
+            raise ValueError(f"noise_ema must be in [0, 1), got {noise_ema!r}")
+        self.every_n_steps = int(every_n_steps)
+        self.histogram_every_n_steps = int(histogram_every_n_steps)
+        self.histogram_bins = int(histogram_bins)
+        self.exploding_factor = float(exploding_factor)
+        self.exploding_window = int(exploding_window)
+        self.sanitize_nonfinite = bool(sanitize_nonfinite)
+        self.update_ratio_max_elements = int(update_ratio_max_elements)
+        self.noise_ema = float(noise_ema)
+        self.tracked: list[TrackedVariable] | None = None
+        self.state: _State | None = None
+        self.num_replicas = 1
+        self._model = None
+        self._optimizer = None
+        self._tls = threading.local()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ wiring
+
+    @property
+    def attached(self) -> bool:
+        return self._model is not None
+
+    def attach(self, model) -> None:
+        """Wraps ``model.optimizer.apply_gradients`` and ``model.train_step``.
+
+        Call before the train function is traced (a Keras callback does it in
+        ``on_train_begin`` and re-makes the train function).
+        """
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is None:
+            raise RuntimeError(
+                "The model has no optimizer: call model.compile(optimizer=...) before fit(); "
+                "gradient statistics are taken where the optimizer applies the gradients.")
+        if self._model is not None and self._model is not model:
+            raise RuntimeError("This GradientCapture is attached to another model; use one per model.")
+        if getattr(optimizer, "_tfrs_diag_capture", None) not in (None, self):
+            raise RuntimeError("Another GradientCapture is already attached to this model's optimizer.")
+        if self._model is model:
+            return
+        self._model, self._optimizer = model, optimizer
+        self.num_replicas = int(model.distribute_strategy.num_replicas_in_sync)
+        original_apply = optimizer.apply_gradients
+        original_train_step = model.train_step
+        capture = self
+
+        def apply_gradients(grads_and_vars, *args, **kwargs):
+            return capture._apply(original_apply, grads_and_vars, args, kwargs)
+
+        def train_step(data):
+            capture._tls.batch_size = tf.shape(tf.nest.flatten(data)[0])[0]
+            logs = original_train_step(data)
+            if isinstance(logs, dict) and capture.state is not None:
+                logs = dict(logs)
+                logs["grad_norm"] = capture.state.global_norm.read_value()
+            return logs
+
+        # Instance attributes shadow the bound methods; object.__setattr__ keeps Keras'
+        # attribute tracking out of it.
+        object.__setattr__(optimizer, "apply_gradients", apply_gradients)
+        object.__setattr__(optimizer, "_tfrs_diag_capture", self)
+        object.__setattr__(model, "train_step", train_step)
+
+    def detach(self) -> None:
+        """Restores the wrapped methods; the statistics variables stay readable."""
+        if self._model is None:
+            return
+        for obj, attr in ((self._optimizer, "apply_gradients"), (self._optimizer, "_tfrs_diag_capture"),
+                          (self._model, "train_step")):
+            obj.__dict__.pop(attr, None)
+        self._model = self._optimizer = None
+
+    # ------------------------------------------------------------ in-graph
+
+    def _track(self, pairs, model) -> list[TrackedVariable]:
+        names = variable_names(model) if model is not None else {}
+        raw, layers = [], []
+        for g, v in pairs:
+            full, layer = names.get(id(v), (None, None))
+            if full is None:
+                # Distributed variables: the model holds the container, pairs may hold it too.
+                container = getattr(v, "_distributed_container", None)
+                if callable(container):
+                    full, layer = names.get(id(container()), (None, None))
+            if full is None:
+                full = v.name.split(":")[0]
+                layer = full.rsplit("/", 1)[0] if "/" in full else full
+            raw.append(full)
+            layers.append(layer)
+        tracked, e = [], 0
+        for i, ((g, v), name, layer) in enumerate(zip(pairs, _unique(raw), layers)):
+            sparse = isinstance(g, tf.IndexedSlices)
+            size = int(np.prod(v.shape)) if v.shape.is_fully_defined() else 1 << 62
+            tracked.append(TrackedVariable(i, name, layer, tuple(v.shape.as_list()), sparse, e if sparse else -1,
+                                           sparse or size <= self.update_ratio_max_elements))
+            e += sparse
+        return tracked
+
+    def _apply(self, original_apply, grads_and_vars, args, kwargs):
+        pairs_all = list(grads_and_vars)
+        keep = [(g, v) for g, v in pairs_all if g is not None and v.dtype.is_floating]
+        if not keep:
+            return original_apply(pairs_all, *args, **kwargs)
+        replica_ctx = tf.distribute.get_replica_context()
+        aggregate = (self.num_replicas > 1 and replica_ctx is not None
+                     and not kwargs.get("skip_gradients_aggregation", False)
+                     and kwargs.get("experimental_aggregate_gradients", True))
+        local = None
+        if aggregate:
+            # All-reduce here (as LossScaleOptimizer does) to see both the per-replica
+            # and the global gradients: together they give the gradient noise scale.
+            local = [g for g, _ in keep]
+            inner = getattr(self._optimizer, "inner_optimizer", self._optimizer)
+            if hasattr(inner, "aggregate_gradients"):
+                pairs_all = inner.aggregate_gradients(pairs_all)
+                kwargs = {**kwargs, "skip_gradients_aggregation": True}
+            else:  # legacy OptimizerV2
+                pairs_all = inner._aggregate_gradients(pairs_all)
+                kwargs = {**kwargs, "experimental_aggregate_gradients": False}
+            keep = [(g, v) for g, v in pairs_all if g is not None and v.dtype.is_floating]
+
+        with self._lock:
+            if self.tracked is None:
+                self.tracked = self._track(keep, self._model)
+                with tf.init_scope():
+                    self.state = _State(self.tracked, self, self.num_replicas, [v for _, v in keep])
+        if len(keep) != len(self.tracked):
+            raise RuntimeError(
+                f"The set of trained variables changed from {len(self.tracked)} to {len(keep)} between traces; "
+                "create a new GradientStatistics callback after changing which variables are trainable.")
+
+        with tf.name_scope(_SCOPE):
+            grads = [g for g, _ in keep]
+            variables = [v for _, v in keep]
+            new_grads, after = self._record(grads, variables, local)
+        if self.sanitize_nonfinite:
+            it = iter(new_grads)
+            pairs_all = [(next(it), v) if (g is not None and v.dtype.is_floating) else (g, v) for g, v in pairs_all]
+        result = original_apply(pairs_all, *args, **kwargs)
+        # Automatic control dependencies order `after` behind the optimizer's writes
+        # to the same variables.
+        with tf.name_scope(_SCOPE):
+            after()
+        return result
+
+    def _record(self, grads, variables, local_grads):
+        s, cfg = self.state, self
+        tracked = self.tracked
+        step = s.step.assign_add(1)
+        dedup = [G.deduplicate_rows(g) if t.sparse else None for g, t in zip(grads, tracked)]
+        sumsq = tf.stack([G.sum_of_squares(d if d is not None else g) for g, d in zip(grads, dedup)])
+        finite_sq = tf.math.is_finite(sumsq)
+
+        def exact_finite():
+            # Only reached when a sum of squares is non-finite: it may be an overflow of
+            # large but finite values, so look at the values themselves.
+            return tf.stack([G.all_finite(g.values if isinstance(g, tf.IndexedSlices) else g) for g in grads])
+
+        finite = tf.cond(tf.reduce_all(finite_sq), lambda: finite_sq, exact_finite)
+        bad = tf.logical_not(finite)
+        overflow = self._expected_overflow()
+        if overflow is not None:
+            # A dynamic LossScaleOptimizer skips such steps and lowers its scale: expected,
+            # so counted apart. Once the scale is down to 1 they are real again.
+            s.overflow_count.assign_add(tf.cast(tf.reduce_any(bad) & overflow, tf.int64))
+            bad = bad & tf.logical_not(overflow)
+        any_bad = tf.reduce_any(bad)
+        s.nonfinite_first.assign(tf.where(bad & (s.nonfinite_first < 0), step, s.nonfinite_first))
+        s.nonfinite_count.assign_add(tf.cast(bad, tf.int64))
+        s.nonfinite_last_step.assign(tf.where(any_bad, step, s.nonfinite_last_step))
+        s.last_sumsq.assign(sumsq)
+        s.global_norm.assign(tf.sqrt(tf.reduce_sum(sumsq)))
+
+        # Exploding: norm vs the median of the previous `window` steps, in log10. Steps
+        # with non-finite values are left out of both (they have their own alert).
+        log_norm = tf.minimum(0.5 * tf.math.log(tf.maximum(sumsq, 1e-38)) / math.log(10.0), 39.0)
+        window = cfg.exploding_window
+        history = s.log_norm_window.read_value()
+        median = tf.sort(history, axis=0)[window // 2]
+        warm = s.finite_steps >= window
+        ratio_log = log_norm - median
+        exploding = warm & finite & (ratio_log > math.log10(cfg.exploding_factor))
+        newly = exploding & (s.exploding_first < 0)
+        s.exploding_first.assign(tf.where(newly, step, s.exploding_first))
+        s.exploding_ratio.assign(tf.where(newly, tf.pow(10.0, ratio_log), s.exploding_ratio))
+        all_finite = tf.reduce_all(finite)
+        slot = tf.cast(s.finite_steps % window, tf.int32)
+        row_mask = tf.cast(tf.equal(tf.range(window), slot) & all_finite, tf.float32)[:, None]
+        s.log_norm_window.assign(history * (1.0 - row_mask) + row_mask * log_norm[None, :])
+        s.finite_steps.assign_add(tf.cast(all_finite, tf.int64))
+
+        if s.noise is not None and local_grads is not None:
+            self._record_noise(local_grads, sumsq)
+
+        new_grads = grads
+        if cfg.sanitize_nonfinite:
+            new_grads = [self._zero_if(bad[i], g) for i, g in enumerate(grads)]
+
+        snapshot = tf.equal(step % cfg.every_n_steps, 0)
+        histogram = tf.equal(step % cfg.histogram_every_n_steps, 0)
+        sparse_ids = [i for i, t in enumerate(tracked) if t.sparse]
+
+        def before_snapshot():
+            for t, v in zip(tracked, variables):
+                if t.index in s.prev:
+                    s.prev[t.index].assign(tf.cast(v, tf.float32))
+            rows = [tf.gather(variables[i], dedup[i].indices) for i in sparse_ids]
+            return rows if rows else [tf.zeros([0])]
+
+        def skip_before():
+            rows = [tf.zeros_like(tf.cast(dedup[i].values, variables[i].dtype)) for i in sparse_ids]
+            return rows if rows else [tf.zeros([0])]
+
+        rows_before = tf.cond(snapshot, before_snapshot, skip_before)
+        tf.cond(histogram, lambda: self._histograms(step, grads, dedup), lambda: tf.constant(False))
+
+        def after():
+            def take_snapshot():
+                row_ratios = []
+                for k, i in enumerate(sparse_ids):
+                    d = dedup[i]
+                    before = tf.cast(rows_before[k], tf.float32)
+                    now = tf.cast(tf.gather(variables[i], d.indices), tf.float32)
+                    mask = tf.reshape(tf.cast(d.valid, tf.float32), [-1] + [1] * (before.shape.rank - 1))
+                    # ||dw|| / ||w|| over the rows this step touched, before the update.
+                    row_ratios.append(_ratio(tf.sqrt(2.0 * tf.nn.l2_loss((now - before) * mask)),
+                                             tf.sqrt(2.0 * tf.nn.l2_loss(before * mask))))
+                cols = []
+                for t, g, d, v in zip(tracked, grads, dedup, variables):
+                    vals = d.values if d is not None else g
+                    w = tf.cast(v, tf.float32)
+                    w_norm = tf.sqrt(2.0 * tf.nn.l2_loss(w))
+                    if t.index in s.prev:
+                        prev = s.prev[t.index]
+                        ratio = _ratio(tf.sqrt(2.0 * tf.nn.l2_loss(w - prev)), tf.sqrt(2.0 * tf.nn.l2_loss(prev)))
+                    elif t.sparse:
+                        ratio = row_ratios[t.sparse_index]
+                    else:
+                        ratio = tf.constant(float("nan"))
+                    cols.append(tf.stack([
+                        tf.sqrt(sumsq[t.index]), G.max_abs(vals),
+                        G.zero_fraction(d if d is not None else g), w_norm, ratio]))
+                s.snap.assign(tf.stack(cols))
+                if sparse_ids:
+                    emb_rows, emb_hists = [], []
+                    for k, i in enumerate(sparse_ids):
+                        d = dedup[i]
+                        norms = G.row_norms(d)
+                        validf = tf.cast(d.valid, tf.float32)
+                        n_unique = tf.cast(d.num_unique, tf.float32)
+                        emb_rows.append(tf.stack([
+                            n_unique, tf.cast(tf.shape(grads[i].indices)[0], tf.float32),
+                            tf.reduce_sum(norms * validf) / tf.maximum(n_unique, 1.0),
+                            tf.reduce_max(norms * validf), row_ratios[k]]))
+                        emb_hists.append(G.log10_histogram(norms, d.valid))
+                    s.emb.assign(tf.stack(emb_rows))
+                    s.emb_hist.assign(tf.stack(emb_hists))
+                s.snap_step.assign(step)
+                return tf.constant(True)
+
+            tf.cond(snapshot, take_snapshot, lambda: tf.constant(False))
+
+        return new_grads, after
+
+    def _expected_overflow(self):
+        """True while a dynamic LossScaleOptimizer's scale is above 1 (None otherwise)."""
+        opt = self._optimizer
+        if not (getattr(opt, "dynamic", False) and hasattr(opt, "loss_scale")):
+            return None
+        return tf.convert_to_tensor(opt.loss_scale) > 1.0
+
+    @staticmethod
+    def _zero_if(flag, g):
+        if isinstance(g, tf.IndexedSlices):
+            return tf.IndexedSlices(tf.where(flag, tf.zeros_like(g.values), g.values), g.indices, g.dense_shape)
+        return tf.where(flag, tf.zeros_like(g), g)
+
+    def _histograms(self, step, grads, dedup):
+        s, bins = self.state, self.histogram_bins
+        counts, ranges = [], []
+        for g, d in zip(grads, dedup):
+            if d is not None:
+                values = d.values
+                weights = tf.broadcast_to(tf.reshape(tf.cast(d.valid, tf.float32),
+                                                     [-1] + [1] * (values.shape.rank - 1)), tf.shape(values))
+            else:
+                values, weights = tf.cast(g, tf.float32), None
+            flat = tf.reshape(values, [-1])
+            finite = tf.math.is_finite(flat)
+            big = tf.constant(3.0e38)
+            lo = tf.reduce_min(tf.where(finite, flat, big))
+            hi = tf.reduce_max(tf.where(finite, flat, -big))
+            lo, hi = tf.minimum(lo, hi), tf.maximum(lo, hi)
+            counts.append(G.histogram_counts(values, lo, hi, bins, weights))
+            ranges.append(tf.stack([lo, hi]))
+        s.hist.assign(tf.stack(counts))
+        s.hist_range.assign(tf.stack(ranges))
+        s.hist_step.assign(step)
+        return tf.constant(True)
+
+    def _record_noise(self, local_grads, big_sumsq):
+        s, r = self.state, self.num_replicas
+        local_sq = tf.add_n([G.sum_of_squares(g) for g in local_grads])
+        ctx = tf.distribute.get_replica_context()
+        mean_local_sq = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, local_sq)
+        small_sq = float(r * r) * mean_local_sq
+        big_sq = tf.reduce_sum(big_sumsq)
+        batch = getattr(self._tls, "batch_size", None)
+        b = tf.cast(batch, tf.float32) if batch is not None else tf.constant(1.0)
+        g2, trace = G.noise_scale_terms(small_sq, big_sq, b, r)
+        ok = tf.math.is_finite(g2) & tf.math.is_finite(trace)
+        beta = self.noise_ema
+        old = s.noise.read_value()
+        upd = tf.stack([beta * old[0] + (1 - beta) * g2, beta * old[1] + (1 - beta) * trace, old[2] + 1.0, b])
+        s.noise.assign(tf.where(ok, upd, old))
+
+    # ------------------------------------------------------------ host side
+
+    def read(self) -> dict[str, Any] | None:
+        """Reads every statistic to numpy (one host round-trip per array).
+
+        Returns None before the first step has been traced.
+        """
+        s = self.state
+        if s is None:
+            return None
+        out = {
+            "step": int(s.step.numpy()),
+            "global_norm": float(s.global_norm.numpy()),
+            "last_sumsq": s.last_sumsq.numpy(),
+            "nonfinite_first_step": s.nonfinite_first.numpy(),
+            "nonfinite_count": s.nonfinite_count.numpy(),
+            "nonfinite_last_step": int(s.nonfinite_last_step.numpy()),
+            "loss_scale_overflow_steps": int(s.overflow_count.numpy()),
+            "exploding_first_step": s.exploding_first.numpy(),
+            "exploding_ratio": s.exploding_ratio.numpy(),
+            "snapshot_step": int(s.snap_step.numpy()),
+            "snapshot": s.snap.numpy(),
+            "embedding": s.emb.numpy(),
+            "row_norm_hist": s.emb_hist.numpy(),
+            "histogram_step": int(s.hist_step.numpy()),
+            "histogram": s.hist.numpy(),
+            "histogram_range": s.hist_range.numpy(),
+        }
+        if s.noise is not None:
+            g2, trace, n, b = s.noise.numpy()
+            if n > 0:
+                corr = 1.0 - self.noise_ema ** n  # EMA bias correction
+                g2, trace = g2 / corr, trace / corr
+            out["noise"] = {"grad_sq": float(g2), "trace": float(trace), "updates": int(n),
+                            "b_simple": float(trace / g2) if g2 > 0 and n > 0 else float("nan"),
+                            "replica_batch": float(b)}
+        return out
+
+    def nonfinite_since(self) -> int:
+        """Step of the latest non-finite gradient (-1 if none): one scalar read."""
+        if self.state is None:
+            return -1
+        return int(self.state.nonfinite_last_step.numpy())

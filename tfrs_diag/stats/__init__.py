@@ -1,0 +1,1 @@
+"""Pure computations (TF or numpy functions), testable without `fit` or Keras glue."""

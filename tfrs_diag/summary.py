@@ -1,0 +1,303 @@
+"""The summary schema: tag names, record payloads and the writers every part shares.
+
+Every tag starts with ``tfrs_diag/``. Numbers a person may want to plot are ordinary
+scalar or histogram summaries (the stock dashboards show them); structured records
+(alerts, tables) are tensor summaries owned by the ``tfrs_diag`` plugin
+(``DATA_CLASS_TENSOR``) holding a versioned JSON payload.
+
+>>> import tfrs_diag.summary as s
+>>> s.tag("grad", "norm", "user_model/embedding/embeddings:0")
+'tfrs_diag/grad/norm/user_model/embedding/embeddings'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import logging
+import os
+import re
+import threading
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from tfrs_diag._keras import tf
+
+PLUGIN_NAME = "tfrs_diag"
+PREFIX = "tfrs_diag/"
+SCHEMA_VERSION = 1
+ALERT_TAG = PREFIX + "alerts"
+FAMILIES = ("grad", "embed", "overfit", "rank", "fair", "div", "explain")
+
+# One vocabulary for every callback, the plugin and the report (DESIGN.md section 4).
+ALERT_KINDS = (
+    "nonfinite_gradients",
+    "exploding_gradients",
+    "vanishing_gradients",
+    "overfitting",
+    "one_epoch_overfitting",
+    "underfitting",
+    "embedding_collapse",
+    "embedding_memorization",
+    "dead_embedding_rows",
+    "fairness_gap",
+    "exposure_concentration",
+)
+SEVERITIES = ("info", "warning", "critical")
+
+_logger = logging.getLogger("tfrs_diag")
+_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-/]")
+
+
+def clean_name(name: str) -> str:
+    """Makes a variable or layer name safe as a tag component (drops ``:0``)."""
+    name = re.sub(r":\d+$", "", name)
+    return _TAG_UNSAFE.sub("_", name).strip("/")
+
+
+def tag(family: str, *parts: str) -> str:
+    """Builds ``tfrs_diag/<family>/<part>/...`` from a schema family and name parts."""
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    return PREFIX + "/".join([family] + [clean_name(p) for p in parts])
+
+
+# ---------------------------------------------------------------- writers
+
+
+_writers: dict[str, Any] = {}
+_writers_lock = threading.Lock()
+
+
+def writer_for(log_dir: str, run: str = "train"):
+    """Returns the process-wide summary writer of ``log_dir/run``.
+
+    Callbacks that share a log_dir share one writer, so one run has one event file
+    per process rather than one per callback.
+    """
+    path = os.path.abspath(os.path.join(log_dir, run) if run else log_dir)
+    with _writers_lock:
+        writer = _writers.get(path)
+        if writer is None:
+            with tf.init_scope():
+                writer = tf.summary.create_file_writer(path)
+            _writers[path] = writer
+        return writer
+
+
+def close_writer(log_dir: str, run: str = "train") -> None:
+    """Flushes and forgets the shared writer of ``log_dir/run`` (files stay complete)."""
+    path = os.path.abspath(os.path.join(log_dir, run) if run else log_dir)
+    with _writers_lock:
+        writer = _writers.pop(path, None)
+    if writer is not None:
+        writer.flush()
+        writer.close()
+
+
+def check_log_dir(log_dir: str, argument: str = "log_dir") -> str:
+    """Creates ``log_dir`` if needed and proves it is writable, naming it on failure."""
+    if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
+        raise ValueError(f"{argument} must be a directory path, got {log_dir!r}")
+    log_dir = os.fspath(log_dir)
+    try:
+        os.makedirs(log_dir, exist_ok=True)
+        probe = os.path.join(log_dir, f".tfrs_diag_write_test_{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(
+            f"{argument}={log_dir!r} is not a writable directory ({e.strerror or e}); "
+            "pass a directory you can write to, e.g. log_dir='logs/run1'."
+        ) from None
+    return log_dir
+
+
+def write_scalar(tag_: str, value: float, step: int) -> None:
+    """Writes one scalar with the default writer (call inside ``writer.as_default()``)."""
+    tf.summary.scalar(tag_, float(value), step=int(step))
+
+
+def histogram_metadata():
+    from tensorboard.plugins.histogram import metadata as hist_md
+
+    return hist_md.create_summary_metadata(display_name=None, description=None)
+
+
+def write_histogram(tag_: str, edges: np.ndarray, counts: np.ndarray, step: int) -> None:
+    """Writes a pre-bucketed histogram: ``edges`` has ``len(counts) + 1`` entries.
+
+    The buckets were computed in-graph; TensorBoard's histogram format is a
+    ``[k, 3]`` tensor of (left edge, right edge, count).
+    """
+    edges = np.asarray(edges, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.float64)
+    if edges.shape != (counts.shape[0] + 1,):
+        raise ValueError(f"edges must have len(counts)+1 entries, got {edges.shape} for {counts.shape}")
+    data = np.stack([edges[:-1], edges[1:], counts], axis=1)
+    tf.summary.write(tag_, tf.constant(data), step=int(step), metadata=histogram_metadata())
+
+
+def record_metadata(record_type: str):
+    """SummaryMetadata for a tfrs_diag JSON record (plugin-owned, DATA_CLASS_TENSOR)."""
+    from tensorboard.compat.proto import summary_pb2
+
+    content = json.dumps({"version": SCHEMA_VERSION, "type": record_type}).encode()
+    return summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=PLUGIN_NAME, content=content),
+        data_class=summary_pb2.DATA_CLASS_TENSOR,
+    )
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        x = float(x)
+        return x if np.isfinite(x) else str(x)  # JSON has no NaN/Inf
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def write_record(tag_: str, record_type: str, payload: Mapping[str, Any], step: int) -> None:
+    """Writes a versioned JSON record as a tfrs_diag tensor summary."""
+    body = {"version": SCHEMA_VERSION, "type": record_type, **_jsonable(payload)}
+    tf.summary.write(
+        tag_, tf.constant(json.dumps(body, sort_keys=True)), step=int(step), metadata=record_metadata(record_type)
+    )
+
+
+# ---------------------------------------------------------------- alerts
+
+
+@dataclasses.dataclass
+class Alert:
+    """One diagnosis, with one sentence that says what to try.
+
+    ``status`` is "firing" when raised and "cleared" when the condition went away.
+    """
+
+    kind: str
+    severity: str
+    step: int
+    epoch: int | None
+    subject: str
+    message: str
+    evidence: dict[str, Any] = dataclasses.field(default_factory=dict)
+    status: str = "firing"
+
+    def __post_init__(self):
+        if self.kind not in ALERT_KINDS:
+            raise ValueError(f"alert kind must be one of {ALERT_KINDS}, got {self.kind!r}")
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+    def __str__(self) -> str:
+        where = f"step {self.step}" + (f", epoch {self.epoch}" if self.epoch is not None else "")
+        verb = "cleared" if self.status == "cleared" else self.severity.upper()
+        return f"[tfrs_diag {verb}] {self.kind} ({self.subject}, {where}): {self.message}"
+
+
+class AlertLog:
+    """Deduplicates alerts per (kind, subject), writes them and prints each once.
+
+    A condition that keeps holding does not alert again; when it goes away,
+    `clear` records that, and it may fire again later.
+    """
+
+    def __init__(self, log_dir: str | None, run: str = "train", echo: bool = True):
+        self._log_dir = log_dir
+        self._run = run
+        self._echo = echo
+        self.active: dict[tuple[str, str], Alert] = {}
+        self.history: list[Alert] = []
+
+    def fire(self, alert: Alert) -> bool:
+        """Records ``alert`` unless the same (kind, subject) is already firing."""
+        key = (alert.kind, alert.subject)
+        if key in self.active:
+            return False
+        self.active[key] = alert
+        self._emit(alert)
+        return True
+
+    def clear(self, kind: str, subject: str, step: int, epoch: int | None = None) -> bool:
+        alert = self.active.pop((kind, subject), None)
+        if alert is None:
+            return False
+        cleared = dataclasses.replace(
+            alert, step=int(step), epoch=epoch, status="cleared", severity="info",
+            evidence={**alert.evidence, "fired_at_step": alert.step},
+        )
+        self._emit(cleared)
+        return True
+
+    def _emit(self, alert: Alert) -> None:
+        self.history.append(alert)
+        if self._echo:
+            print(str(alert), flush=True)
+        _logger.info("%s", alert)
+        if self._log_dir is not None:
+            writer = writer_for(self._log_dir, self._run)
+            with writer.as_default():
+                write_record(ALERT_TAG, "alert", alert.to_dict(), alert.step)
+            writer.flush()
+
+
+# ---------------------------------------------------------------- reading back
+
+
+@dataclasses.dataclass
+class RunData:
+    """What a run's event files hold, as plain Python (for tests and the report)."""
+
+    scalars: dict[str, list[tuple[int, float]]]
+    histograms: dict[str, list[tuple[int, np.ndarray]]]
+    records: dict[str, list[tuple[int, dict]]]
+
+    def alerts(self) -> list[dict]:
+        return [r for _, r in self.records.get(ALERT_TAG, [])]
+
+
+def read_run(run_dir: str) -> RunData:
+    """Reads every event file in ``run_dir`` (not recursive) into a `RunData`."""
+    from tensorboard.compat.proto import event_pb2
+
+    scalars: dict[str, list] = {}
+    histograms: dict[str, list] = {}
+    records: dict[str, list] = {}
+    for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
+        for raw in tf.data.TFRecordDataset(path):
+            event = event_pb2.Event.FromString(raw.numpy())
+            for value in event.summary.value:
+                plugin = value.metadata.plugin_data.plugin_name
+                arr = tf.make_ndarray(value.tensor) if value.HasField("tensor") else None
+                if plugin == "scalars" or value.HasField("simple_value"):
+                    v = value.simple_value if value.HasField("simple_value") else float(arr)
+                    scalars.setdefault(value.tag, []).append((event.step, float(v)))
+                elif plugin == "histograms":
+                    histograms.setdefault(value.tag, []).append((event.step, arr))
+                elif plugin == PLUGIN_NAME:
+                    text = arr.item() if arr.shape == () else arr.reshape(-1)[0]
+                    records.setdefault(value.tag, []).append((event.step, json.loads(text)))
+    return RunData(scalars, histograms, records)
+
+
+def iter_alerts(run_dirs: Iterable[str]) -> list[dict]:
+    out: list[dict] = []
+    for d in run_dirs:
+        out.extend(read_run(d).alerts())
+    return out
