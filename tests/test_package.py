@@ -1,0 +1,47 @@
+"""Package-level promises: the Keras check, public names, runnable docstrings."""
+
+import doctest
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+import tfrs_diag
+
+
+def test_keras_3_fails_at_import_with_the_fix_in_the_message():
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-c", "import tfrs_diag"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0
+    assert "KerasVersionError" in out.stderr and "TF_USE_LEGACY_KERAS=1" in out.stderr
+
+
+def test_keras_2_is_resolved():
+    from tfrs_diag import _keras
+
+    assert _keras.keras_flavor(_keras.tf) == "tf_keras"
+
+
+def test_alert_kinds_follow_the_shared_vocabulary():
+    from tfrs_diag import summary
+
+    with pytest.raises(ValueError, match="alert kind must be one of"):
+        summary.Alert("grad_explosion", "warning", 1, 0, "x", "m")
+    assert "nonfinite_gradients" in summary.ALERT_KINDS
+
+
+@pytest.mark.parametrize("module", [
+    "tfrs_diag.summary", "tfrs_diag.stats.gradients", "tfrs_diag.models", "tfrs_diag.datasets",
+    "tfrs_diag.datasets._types",
+])
+def test_docstring_examples_run(module):
+    mod = importlib.import_module(module)
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
+
+
+def test_version_is_exposed():
+    assert tfrs_diag.__version__.count(".") == 2
