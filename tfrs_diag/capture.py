@@ -186,6 +186,7 @@ class GradientCapture:
         self._model = None
         self._optimizer = None
         self._tls = threading.local()
+        self._read_fn = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ wiring
@@ -497,26 +498,25 @@ class GradientCapture:
         s = self.state
         if s is None:
             return None
-        out = {
-            "step": int(s.step.numpy()),
-            "global_norm": float(s.global_norm.numpy()),
-            "last_sumsq": s.last_sumsq.numpy(),
-            "nonfinite_first_step": s.nonfinite_first.numpy(),
-            "nonfinite_count": s.nonfinite_count.numpy(),
-            "nonfinite_last_step": int(s.nonfinite_last_step.numpy()),
-            "loss_scale_overflow_steps": int(s.overflow_count.numpy()),
-            "exploding_first_step": s.exploding_first.numpy(),
-            "exploding_ratio": s.exploding_ratio.numpy(),
-            "snapshot_step": int(s.snap_step.numpy()),
-            "snapshot": s.snap.numpy(),
-            "embedding": s.emb.numpy(),
-            "row_norm_hist": s.emb_hist.numpy(),
-            "histogram_step": int(s.hist_step.numpy()),
-            "histogram": s.hist.numpy(),
-            "histogram_range": s.hist_range.numpy(),
-        }
+        if self._read_fn is None:
+            fields = {"step": s.step, "global_norm": s.global_norm, "last_sumsq": s.last_sumsq,
+                      "nonfinite_first_step": s.nonfinite_first, "nonfinite_count": s.nonfinite_count,
+                      "nonfinite_last_step": s.nonfinite_last_step,
+                      "loss_scale_overflow_steps": s.overflow_count,
+                      "exploding_first_step": s.exploding_first, "exploding_ratio": s.exploding_ratio,
+                      "snapshot_step": s.snap_step, "snapshot": s.snap, "embedding": s.emb,
+                      "row_norm_hist": s.emb_hist, "histogram_step": s.hist_step, "histogram": s.hist,
+                      "histogram_range": s.hist_range}
+            if s.noise is not None:
+                fields["noise"] = s.noise
+            # One traced call instead of one eager read per variable.
+            self._read_fn = tf.function(lambda: {k: v.read_value() for k, v in fields.items()})
+        out = {k: v.numpy() for k, v in self._read_fn().items()}
+        for k in ("step", "nonfinite_last_step", "loss_scale_overflow_steps", "snapshot_step", "histogram_step"):
+            out[k] = int(out[k])
+        out["global_norm"] = float(out["global_norm"])
         if s.noise is not None:
-            g2, trace, n, b = s.noise.numpy()
+            g2, trace, n, b = out["noise"]
             if n > 0:
                 corr = 1.0 - self.noise_ema ** n  # EMA bias correction
                 g2, trace = g2 / corr, trace / corr

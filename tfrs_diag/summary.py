@@ -121,6 +121,31 @@ def write_scalar(tag_: str, value: float, step: int) -> None:
     tf.summary.scalar(tag_, float(value), step=int(step))
 
 
+class ScalarBatch:
+    """Writes many scalars in one call: one traced function per set of tags.
+
+    Writing 50 scalars one eager op at a time costs ~10 ms of host time; a traced
+    function runs the same writes in one call, which keeps cadence reads cheap.
+    """
+
+    def __init__(self):
+        self._fns: dict[tuple[str, ...], Any] = {}
+
+    def write(self, values: Mapping[str, float], step: int) -> None:
+        if not values:
+            return
+        tags = tuple(sorted(values))
+        fn = self._fns.get(tags)
+        if fn is None:
+            def write_all(vector, step_):
+                for i, t in enumerate(tags):
+                    tf.summary.scalar(t, vector[i], step=step_)
+                return tf.constant(True)
+
+            fn = self._fns[tags] = tf.function(write_all, reduce_retracing=True)
+        fn(tf.constant([float(values[t]) for t in tags], tf.float32), tf.constant(int(step), tf.int64))
+
+
 def histogram_metadata():
     from tensorboard.plugins.histogram import metadata as hist_md
 

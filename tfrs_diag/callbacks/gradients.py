@@ -90,6 +90,7 @@ class GradientStatistics(tf.keras.callbacks.Callback):
         self.histograms = histograms
         self.run = run
         self.alert_log = S.AlertLog(self.log_dir, run, echo=bool(verbose))
+        self._scalars = S.ScalarBatch()
         self._written_snapshot = -1
         self._written_histogram = -1
         self._reported_nonfinite: set[int] = set()
@@ -203,32 +204,34 @@ class GradientStatistics(tf.keras.callbacks.Callback):
         step = stats["snapshot_step"]
         snap = stats["snapshot"]
         col = {c: snap[:, j] for j, c in enumerate(SNAPSHOT_COLUMNS)}
+        scalars: dict[str, float] = {}
         for t in tracked:
             for c in SNAPSHOT_COLUMNS:
                 value = col[c][t.index]
                 if c == "update_ratio" and not np.isfinite(value):
                     continue  # no copy kept (huge variable) or all-zero weights: undefined
-                S.write_scalar(S.tag("grad", c, t.name), value, step)
+                scalars[S.tag("grad", c, t.name)] = value
         layer_sq: dict[str, float] = {}
         for t in tracked:
             layer_sq[t.layer] = layer_sq.get(t.layer, 0.0) + float(col["norm"][t.index]) ** 2
         for layer, sq in layer_sq.items():
-            S.write_scalar(S.tag("grad", "layer_norm", layer), math.sqrt(sq), step)
-        S.write_scalar(S.tag("grad", "global_norm"), math.sqrt(sum(layer_sq.values())), step)
+            scalars[S.tag("grad", "layer_norm", layer)] = math.sqrt(sq)
+        scalars[S.tag("grad", "global_norm")] = math.sqrt(sum(layer_sq.values()))
         emb = stats["embedding"]
         for t in tracked:
-            if not t.sparse:
-                continue
-            row = emb[t.sparse_index]
-            for j, c in enumerate(EMBEDDING_COLUMNS):
-                S.write_scalar(S.tag("embed", c, t.name), row[j], step)
-            S.write_histogram(S.tag("embed", "row_grad_norm_log10", t.name), ROW_NORM_LOG10_EDGES,
-                              stats["row_norm_hist"][t.sparse_index], step)
+            if t.sparse:
+                for j, c in enumerate(EMBEDDING_COLUMNS):
+                    scalars[S.tag("embed", c, t.name)] = emb[t.sparse_index, j]
         noise = stats.get("noise")
         if noise is not None and noise["updates"] > 0 and np.isfinite(noise["b_simple"]):
-            S.write_scalar(S.tag("grad", "noise_scale"), noise["b_simple"], step)
-            S.write_scalar(S.tag("grad", "noise_scale_grad_sq"), noise["grad_sq"], step)
-            S.write_scalar(S.tag("grad", "noise_scale_trace"), noise["trace"], step)
+            scalars[S.tag("grad", "noise_scale")] = noise["b_simple"]
+            scalars[S.tag("grad", "noise_scale_grad_sq")] = noise["grad_sq"]
+            scalars[S.tag("grad", "noise_scale_trace")] = noise["trace"]
+        self._scalars.write(scalars, step)
+        for t in tracked:
+            if t.sparse:
+                S.write_histogram(S.tag("embed", "row_grad_norm_log10", t.name), ROW_NORM_LOG10_EDGES,
+                                  stats["row_norm_hist"][t.sparse_index], step)
         self._check_vanishing(layer_sq, step)
 
     def _write_histograms(self, stats):
