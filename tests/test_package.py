@@ -19,6 +19,15 @@ def test_keras_3_fails_at_import_with_the_fix_in_the_message():
     assert "KerasVersionError" in out.stderr and "TF_USE_LEGACY_KERAS=1" in out.stderr
 
 
+def test_importing_tfrs_diag_before_tensorflow_selects_keras_2():
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    code = "import tfrs_diag, tensorflow as tf; print(tf.keras.Model.__module__.split('.')[0])"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "tf_keras"
+
+
 def test_keras_2_is_resolved():
     from tfrs_diag import _keras
 

@@ -7,7 +7,16 @@ Set `TF_USE_LEGACY_KERAS=1` before importing TensorFlow (TFRS needs Keras 2).
 >>> model.fit(data, callbacks=[cb])                                    # doctest: +SKIP
 """
 
-from tfrs_diag import _keras  # noqa: F401  (fails early, with the fix, on Keras 3)
+import os as _os
+import sys as _sys
+
+if "tensorflow" not in _sys.modules:
+    # TFRS needs Keras 2; when tfrs_diag is imported before TensorFlow and the user has
+    # not chosen, choose tf-keras. An explicit TF_USE_LEGACY_KERAS=0 is respected (and
+    # then fails below with the fix in the message).
+    _os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from tfrs_diag import _keras  # noqa: E402,F401  (fails early, with the fix, on Keras 3)
 
 __version__ = "0.1.0"
 
