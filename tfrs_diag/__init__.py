@@ -20,7 +20,9 @@ from tfrs_diag import _keras  # noqa: E402,F401  (fails early, with the fix, on 
 
 __version__ = "0.1.0"
 
-from tfrs_diag import callbacks, datasets, summary  # noqa: E402
+from tfrs_diag import callbacks, datasets, metrics, summary  # noqa: E402
 from tfrs_diag.capture import GradientCapture  # noqa: E402
+from tfrs_diag.evaluation import EvaluationResult, TopKEvaluator, evaluate  # noqa: E402
 
-__all__ = ["callbacks", "datasets", "summary", "GradientCapture", "__version__"]
+__all__ = ["callbacks", "datasets", "metrics", "summary", "evaluate", "EvaluationResult", "GradientCapture",
+           "TopKEvaluator", "__version__"]

@@ -1,5 +1,6 @@
 """Keras callbacks: thin glue around the pure computations in `tfrs_diag.stats`."""
 
+from tfrs_diag.callbacks.beyond_accuracy import BeyondAccuracy
 from tfrs_diag.callbacks.gradients import GradientStatistics, NonFiniteGradientError
 
-__all__ = ["GradientStatistics", "NonFiniteGradientError"]
+__all__ = ["BeyondAccuracy", "GradientStatistics", "NonFiniteGradientError"]

@@ -1,0 +1,169 @@
+"""`BeyondAccuracy`: the one-pass top-K evaluation during training, streamed to TensorBoard."""
+
+from __future__ import annotations
+
+import time
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from tfrs_diag import summary as S
+from tfrs_diag._keras import tf
+from tfrs_diag.evaluation import EvaluationResult, TopKEvaluator
+from tfrs_diag.metrics.composite import CompositeScore
+
+_ACCURACY = ("recall_at_", "ndcg_at_", "mrr_at_", "hit_rate_at_")
+_FAIRNESS = ("exposure_", "pop_rsp_at_", "pop_reo_at_")
+
+
+def _family(name: str) -> str:
+    if "/" in name:
+        return "fair"  # user-group gaps: "<key>/<metric>_gap"
+    if name.startswith(_ACCURACY):
+        return "rank"
+    if name.startswith(_FAIRNESS):
+        return "fair"
+    return "div"
+
+
+class BeyondAccuracy(tf.keras.callbacks.Callback):
+    """Accuracy, diversity, popularity bias, exposure and user-group fairness every N epochs.
+
+    Runs `tfrs_diag.TopKEvaluator` (one top-K search per query batch feeds every metric)
+    on ``data`` at the end of every ``every_n_epochs`` epochs and
+
+    - writes scalars under ``log_dir/<run>``: ``tfrs_diag/rank/...`` (Recall, NDCG, MRR,
+      hit rate), ``tfrs_diag/div/...`` (coverage, Gini, entropy, novelty, ILD, ARP, APLT),
+      ``tfrs_diag/fair/...`` (exposure Gini, exposure gap, PopRSP/PopREO, per-group
+      accuracy and its gaps), and one ``tfrs_diag/fair/groups`` table record per
+      evaluation (user-group and item-group rows);
+    - adds every metric to the epoch's Keras ``logs`` as ``val_<name>`` (e.g.
+      ``val_ndcg_at_10``, ``val_user_group/ndcg_at_10_gap``, ``val_composite``), so
+      `EarlyStopping` and `ModelCheckpoint` listed **after** this callback can monitor
+      them;
+    - fires ``fairness_gap`` when a user group's ``alert_metric`` falls below
+      ``fairness_ratio`` of the best group's, and ``exposure_concentration`` when the
+      exposure Gini at the smallest K exceeds ``exposure_gini``.
+
+    Args:
+      log_dir: TensorBoard log directory.
+      data: held-out interactions (feature dict), e.g. ``dataset.test``.
+      candidates: candidate item ids (the catalog).
+      k, user_group_keys, item_groups, item_popularity, exclude_seen, query_key,
+        item_key: as in `tfrs_diag.evaluate`.
+      composite: optional `CompositeScore` (or its weights dict).
+
+    Example:
+
+    >>> cb = tfrs_diag.callbacks.BeyondAccuracy("logs/run1", data.test, data.items["item_id"],  # doctest: +SKIP
+    ...     k=(10, 100), user_group_keys=("user_group",), item_popularity=data.item_popularity)
+    >>> stop = tf.keras.callbacks.EarlyStopping("val_ndcg_at_10", mode="max", patience=2)  # doctest: +SKIP
+    >>> model.fit(train_ds, epochs=20, callbacks=[cb, stop])                              # doctest: +SKIP
+    """
+
+    def __init__(self, log_dir: str, data: Mapping[str, np.ndarray], candidates, *, every_n_epochs: int = 1,
+                 k: Sequence[int] | int = (10, 100), user_group_keys: Sequence[str] = (),
+                 user_group_names: Mapping[str, Sequence[str]] | None = None, item_groups=None,
+                 item_group_names: Sequence[str] | None = None, item_popularity=None, item_is_head=None,
+                 exclude_seen=None, query_key: str | None = None, item_key: str | None = None,
+                 composite: CompositeScore | Mapping[str, float] | None = None, alert_metric: str | None = None,
+                 fairness_ratio: float = 0.8, exposure_gini: float = 0.9, batch_size: int = 1024,
+                 run: str = "validation", verbose: int = 1):
+        super().__init__()
+        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs <= 0:
+            raise ValueError(f"every_n_epochs must be a positive integer, got {every_n_epochs!r}")
+        if not 0 < fairness_ratio <= 1:
+            raise ValueError(f"fairness_ratio must be in (0, 1], got {fairness_ratio!r}")
+        self.log_dir = S.check_log_dir(log_dir)
+        self.every_n_epochs = every_n_epochs
+        self.evaluator = TopKEvaluator(candidates, data, k, query_key=query_key, item_key=item_key,
+                                       user_group_keys=user_group_keys, user_group_names=user_group_names,
+                                       item_groups=item_groups, item_group_names=item_group_names,
+                                       item_popularity=item_popularity, item_is_head=item_is_head,
+                                       exclude_seen=exclude_seen, batch_size=batch_size)
+        if composite is not None and not isinstance(composite, CompositeScore):
+            composite = CompositeScore(composite)
+        self.composite = composite
+        self.alert_metric = alert_metric or f"ndcg_at_{self.evaluator.ks[0]}"
+        self.fairness_ratio = fairness_ratio
+        self.exposure_gini = exposure_gini
+        self.run = run
+        self.verbose = verbose
+        self.alert_log = S.AlertLog(self.log_dir, run, echo=bool(verbose))
+        self._scalars = S.ScalarBatch()
+        self.history: list[tuple[int, EvaluationResult]] = []
+
+    @property
+    def alerts(self) -> list[S.Alert]:
+        return list(self.alert_log.history)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every_n_epochs:
+            return
+        start = time.perf_counter()
+        result = self.evaluator.run(self.model)
+        step = int(self.model.optimizer.iterations.numpy()) if getattr(self.model, "optimizer", None) else epoch + 1
+        self.history.append((epoch, result))
+        values = dict(result.metrics)
+        if self.composite is not None:
+            values[self.composite.name] = self.composite(result.metrics)
+        if logs is not None:
+            logs.update({f"val_{k}": v for k, v in values.items()})
+        self._write(result, values, step, epoch)
+        self._check_alerts(result, step, epoch)
+        if self.verbose:
+            k = self.evaluator.ks[0]
+            print(f"[tfrs_diag] epoch {epoch + 1}: ndcg@{k}={values.get(f'ndcg_at_{k}', float('nan')):.4f} "
+                  f"coverage@{k}={values.get(f'coverage_at_{k}', float('nan')):.3f} "
+                  f"({time.perf_counter() - start:.1f} s)", flush=True)
+
+    def _write(self, result: EvaluationResult, values: Mapping[str, float], step: int, epoch: int):
+        scalars = {}
+        for name, value in values.items():
+            scalars[S.tag(_family(name), *name.split("/"))] = value
+        for key, rows in result.tables.items():
+            for row in rows:
+                for name, value in row.items():
+                    if name not in ("group", "count"):
+                        scalars[S.tag("fair", key, name, row["group"])] = value
+        for row in result.item_group_table:
+            for name, value in row.items():
+                if name != "group":
+                    scalars[S.tag("fair", "item_group", name, row["group"])] = value
+        writer = S.writer_for(self.log_dir, self.run)
+        with writer.as_default():
+            self._scalars.write(scalars, step)
+            S.write_record(S.tag("fair", "groups"), "group_table",
+                           {"epoch": epoch, "ks": list(result.ks), "queries": result.queries,
+                            "missing_positives": result.missing_positives, "user_groups": result.tables,
+                            "item_groups": result.item_group_table}, step)
+        writer.flush()
+
+    def _check_alerts(self, result: EvaluationResult, step: int, epoch: int):
+        for key, rows in result.tables.items():
+            present = [r for r in rows if r["count"] > 0 and self.alert_metric in r]
+            if len(present) < 2:
+                continue
+            best = max(present, key=lambda r: r[self.alert_metric])
+            worst = min(present, key=lambda r: r[self.alert_metric])
+            ratio = worst[self.alert_metric] / best[self.alert_metric] if best[self.alert_metric] > 0 else 1.0
+            subject = f"{key}={worst['group']}"
+            if ratio < self.fairness_ratio:
+                self.alert_log.fire(S.Alert(
+                    "fairness_gap", "warning", step, epoch, subject,
+                    f"Users in {key}={worst['group']} get {ratio:.0%} of the {self.alert_metric} of "
+                    f"{key}={best['group']}: check their training data share, or reweight or oversample them.",
+                    {"metric": self.alert_metric, "worst": worst, "best": best, "ratio": ratio}))
+            else:
+                self.alert_log.clear("fairness_gap", subject, step, epoch)
+        k = result.ks[0]
+        g = result.metrics.get(f"exposure_gini_at_{k}")
+        if g is not None:
+            if g > self.exposure_gini:
+                self.alert_log.fire(S.Alert(
+                    "exposure_concentration", "warning", step, epoch, f"exposure_gini_at_{k}",
+                    f"Exposure is concentrated on few items (Gini {g:.2f}): add popularity-debiasing "
+                    "(e.g. logQ correction or sampling negatives by popularity) or re-rank for coverage.",
+                    {"exposure_gini": g, "coverage": result.metrics.get(f"coverage_at_{k}")}))
+            else:
+                self.alert_log.clear("exposure_concentration", f"exposure_gini_at_{k}", step, epoch)

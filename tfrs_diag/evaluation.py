@@ -1,0 +1,383 @@
+"""`tfrs_diag.evaluate`: accuracy, diversity, popularity bias, exposure and fairness in one pass.
+
+Candidate embeddings are computed once; each query batch runs one matmul and one
+`tf.math.top_k` of the largest K, and every metric family reads that one result.
+
+>>> from tfrs_diag import datasets, models, evaluate
+>>> data = datasets.synthetic(num_users=40, num_items=60, num_interactions=600)
+>>> model = models.TwoTowerModel(data.users["user_id"], data.items["item_id"], embedding_dim=8)
+>>> result = evaluate(model, data.items["item_id"], data.test, k=(5, 10), user_group_keys=("user_group",),
+...                   item_popularity=data.item_popularity)
+>>> 0.0 <= result["ndcg_at_10"] <= 1.0, result.queries > 0
+(True, True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import warnings
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from tfrs_diag._keras import tf
+from tfrs_diag.metrics._base import check_ks
+from tfrs_diag.metrics.diversity import ItemDiversity, PopularityBias
+from tfrs_diag.metrics.fairness import ItemExposure, UserGroupAccuracy
+from tfrs_diag.metrics.ranking import RankingAccuracy
+from tfrs_diag.metrics.topk import PAD, IdMapper, top_k
+
+_logger = logging.getLogger("tfrs_diag")
+
+_QUERY_TOWERS = ("query_model", "user_model", "query_tower", "user_tower")
+_CANDIDATE_TOWERS = ("candidate_model", "item_model", "candidate_tower", "item_tower")
+
+
+# ------------------------------------------------------------------ result
+
+
+@dataclasses.dataclass
+class EvaluationResult(Mapping[str, float]):
+    """Scalar metrics (a read-only mapping) plus per-group tables.
+
+    ``tables[key]`` holds one row per user group of ``key`` (``count`` and each accuracy
+    metric); ``item_group_table`` one row per item group (relevant share, exposure share
+    and disparity per K).
+    """
+
+    metrics: dict[str, float]
+    tables: dict[str, list[dict[str, Any]]]
+    item_group_table: list[dict[str, Any]]
+    ks: tuple[int, ...]
+    queries: int
+    missing_positives: int
+
+    def __getitem__(self, key: str) -> float:
+        try:
+            return self.metrics[key]
+        except KeyError:
+            raise KeyError(f"{key!r} is not a computed metric; available: {', '.join(sorted(self.metrics))}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.metrics)
+
+    def __len__(self) -> int:
+        return len(self.metrics)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metrics": dict(self.metrics), "tables": self.tables, "item_groups": self.item_group_table,
+                "ks": list(self.ks), "queries": self.queries, "missing_positives": self.missing_positives}
+
+    def __str__(self) -> str:
+        lines = [f"{self.queries} queries, K = {', '.join(map(str, self.ks))}"
+                 + (f", {self.missing_positives} positives not in the candidate set" if self.missing_positives else "")]
+        families = [("accuracy", ("recall", "ndcg", "mrr", "hit_rate")),
+                    ("diversity", ("coverage", "gini", "entropy_norm", "novelty", "ild")),
+                    ("popularity", ("arp", "aplt", "pop_rsp", "pop_reo")),
+                    ("exposure", ("exposure_gini", "exposure_gap"))]
+        for title, names in families:
+            rows = [(n, [self.metrics.get(f"{n}_at_{k}") for k in self.ks]) for n in names]
+            rows = [(n, v) for n, v in rows if any(x is not None for x in v)]
+            if rows:
+                lines.append("")
+                lines.append(f"{title:<14}" + "".join(f"{'@' + str(k):>10}" for k in self.ks))
+                for n, vals in rows:
+                    lines.append(f"  {n:<12}" + "".join(f"{'' if v is None else f'{v:.4f}':>10}" for v in vals))
+        for key, rows in self.tables.items():
+            k = self.ks[0]
+            lines.append("")
+            lines.append(f"by {key} (@{k})  " + "  ".join(f"{c:>9}" for c in ("count", "recall", "ndcg", "hit_rate")))
+            for r in rows:
+                lines.append(f"  {str(r['group']):<14}" + "  ".join(
+                    f"{r[c] if c == 'count' else r[f'{c}_at_{k}']:>9.4g}" for c in ("count", "recall", "ndcg", "hit_rate")))
+            lines.append(f"  gap (max-min) ndcg@{k}: {self.metrics.get(f'{key}/ndcg_at_{k}_gap', float('nan')):.4f}")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ inputs
+
+
+def _tower(model, names, role):
+    for n in names:
+        tower = getattr(model, n, None)
+        if tower is not None:
+            return tower
+    return None
+
+
+@dataclasses.dataclass
+class Queries:
+    """Evaluation queries grouped from interaction rows: one query per distinct query id."""
+
+    features: dict[str, np.ndarray]  # first row of each query
+    positives: np.ndarray  # [Q, P] candidate indices, PAD-padded, MISSING for unknown ids
+    groups: dict[str, np.ndarray]  # key -> [Q] group index
+    group_names: dict[str, tuple[str, ...]]
+    exclude: np.ndarray | None  # [Q, S] candidate indices to exclude
+
+
+def _group_codes(values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    names, codes = np.unique(values.astype(str) if values.dtype.kind in "USO" else values, return_inverse=True)
+    return codes.astype(np.int32), tuple(str(n) for n in names)
+
+
+def _padded(lists: Sequence[np.ndarray]) -> np.ndarray:
+    width = max(1, max((len(x) for x in lists), default=1))
+    out = np.full((len(lists), width), PAD, np.int32)
+    for i, x in enumerate(lists):
+        out[i, : len(x)] = x
+    return out
+
+
+def group_queries(data: Mapping[str, np.ndarray], query_key: str, item_key: str, mapper: IdMapper,
+                  user_group_keys: Sequence[str] = (), exclude_seen: Mapping[str, np.ndarray] | None = None,
+                  group_names: Mapping[str, Sequence[str]] | None = None) -> Queries:
+    """Groups interaction rows by ``query_key`` into queries with their positives."""
+    keys = sorted(data)
+    for argument, key in [("query_key", query_key), ("item_key", item_key)] + [
+            ("user_group_keys", k) for k in user_group_keys]:
+        if key not in data:
+            raise KeyError(f"{argument}: {key!r} is not a feature of the evaluation data; available keys: {keys}")
+    qvals = np.asarray(data[query_key])
+    if len(qvals) == 0:
+        raise ValueError("the evaluation data is empty: pass at least one (query, item) row")
+    uniq, first_idx, inverse = np.unique(qvals, return_index=True, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
+    items = mapper(np.asarray(data[item_key]))
+    positives = _padded([np.unique(items[order[bounds[q]:bounds[q + 1]]]) for q in range(len(uniq))])
+    features = {k: np.asarray(v)[first_idx] for k, v in data.items()}
+    groups, names = {}, {}
+    for key in user_group_keys:
+        if group_names and key in group_names:
+            names[key] = tuple(str(n) for n in group_names[key])
+            vals = features[key]
+            if vals.dtype.kind in "iu":
+                codes = vals.astype(np.int32)
+            else:
+                lookup = {n: i for i, n in enumerate(names[key])}
+                codes = np.array([lookup[str(v)] for v in vals], np.int32)
+            groups[key] = codes
+        else:
+            groups[key], names[key] = _group_codes(features[key])
+    exclude = None
+    if exclude_seen is not None:
+        for argument, key in (("exclude_seen", query_key), ("exclude_seen", item_key)):
+            if key not in exclude_seen:
+                raise KeyError(f"{argument}: the seen-interactions data has no {key!r}; "
+                               f"available keys: {sorted(exclude_seen)}")
+        seen_q = np.asarray(exclude_seen[query_key])
+        seen_items = mapper(np.asarray(exclude_seen[item_key]))
+        pos_of = {q: i for i, q in enumerate(uniq.tolist())}
+        lists: list[list[int]] = [[] for _ in range(len(uniq))]
+        for q, it in zip(seen_q.tolist(), seen_items.tolist()):
+            i = pos_of.get(q)
+            if i is not None and it >= 0:
+                lists[i].append(it)
+        exclude = _padded([np.unique(np.asarray(x, np.int32)) for x in lists])
+    return Queries(features, positives, groups, names, exclude)
+
+
+# ------------------------------------------------------------------ evaluator
+
+
+class TopKEvaluator:
+    """Reusable one-pass evaluation: build once, `run(model)` whenever you like.
+
+    `evaluate` is a one-shot wrapper; `tfrs_diag.callbacks.BeyondAccuracy` keeps one
+    evaluator so its compiled step is traced once for the whole training.
+    """
+
+    def __init__(self, candidates, data: Mapping[str, np.ndarray], k: Sequence[int] | int = (10, 100), *,
+                 query_key: str | None = None, item_key: str | None = None,
+                 user_group_keys: Sequence[str] = (), user_group_names: Mapping[str, Sequence[str]] | None = None,
+                 item_groups=None, item_group_names: Sequence[str] | None = None,
+                 item_popularity=None, item_is_head=None, exclude_seen=None, batch_size: int = 1024,
+                 diversity_embeddings: bool = True):
+        ks = check_ks(k)
+        cand_ids = np.asarray(candidates)
+        self.mapper = IdMapper(cand_ids)
+        self.candidate_ids = cand_ids
+        n = self.mapper.size
+        if max(ks) > n:
+            warnings.warn(f"k={max(ks)} is larger than the catalog ({n} candidates); clamped to {n}", stacklevel=2)
+            ks = tuple(sorted({min(x, n) for x in ks}))
+        self.ks = ks
+        if isinstance(user_group_keys, str):
+            user_group_keys = (user_group_keys,)
+        self.query_key, self.item_key = query_key, item_key
+        self.batch_size = int(batch_size)
+        self._data = data
+        self._user_group_keys = tuple(user_group_keys)
+        self._user_group_names = user_group_names
+        self._exclude_seen = exclude_seen
+        self.item_popularity = None if item_popularity is None else np.asarray(item_popularity, np.float64)
+        self.item_is_head = item_is_head
+        self.diversity_embeddings = diversity_embeddings
+        self.item_groups, self.item_group_names = None, None
+        if item_groups is not None:
+            groups = np.asarray(item_groups)
+            if groups.shape != (n,):
+                raise ValueError(f"item_groups must have one entry per candidate ({n}), got shape {groups.shape}")
+            if item_group_names is not None and groups.dtype.kind in "iu":
+                self.item_groups, self.item_group_names = groups.astype(np.int32), tuple(map(str, item_group_names))
+            else:
+                self.item_groups, self.item_group_names = _group_codes(groups)
+        self._queries: Queries | None = None
+        self._step = None
+
+    # -- helpers
+    def _resolve_keys(self, model):
+        qk = self.query_key or getattr(model, "user_key", None) or getattr(model, "query_key", None)
+        ik = self.item_key or getattr(model, "item_key", None) or getattr(model, "candidate_key", None)
+        if qk is None or ik is None:
+            raise ValueError("query_key and item_key: name the query and item features of the data "
+                             "(e.g. query_key='user_id', item_key='item_id')")
+        return qk, ik
+
+    def queries(self, model) -> Queries:
+        if self._queries is None:
+            qk, ik = self._resolve_keys(model)
+            self.query_key, self.item_key = qk, ik
+            self._queries = group_queries(self._data, qk, ik, self.mapper, self._user_group_keys,
+                                          self._exclude_seen, self._user_group_names)
+        return self._queries
+
+    def _metrics(self, item_embeddings, q: Queries):
+        n = self.mapper.size
+        metrics: dict[str, Any] = {"accuracy": RankingAccuracy(self.ks)}
+        metrics["diversity"] = ItemDiversity(n, self.ks, item_popularity=self.item_popularity,
+                                             item_embeddings=item_embeddings)
+        if self.item_popularity is not None:
+            metrics["popularity"] = PopularityBias(self.ks, self.item_popularity, item_is_head=self.item_is_head)
+        metrics["exposure"] = ItemExposure(n, self.ks, self.item_groups, self.item_group_names or ())
+        for key in self._user_group_keys:
+            metrics[f"group:{key}"] = UserGroupAccuracy(self.ks, q.group_names[key], name=f"by_{key}")
+        return metrics
+
+    def candidate_embeddings(self, model, candidate_model=None) -> tf.Tensor:
+        """Embeddings of every candidate, computed once per evaluation (in chunks)."""
+        tower = candidate_model or _tower(model, _CANDIDATE_TOWERS, "candidate")
+        if tower is None:
+            raise ValueError("candidate_model: pass the candidate tower (or candidate_embeddings) when the "
+                             "model has no item_model/candidate_model attribute")
+        return tf.concat([tower(tf.constant(self.candidate_ids[i:i + 8192]))
+                          for i in range(0, len(self.candidate_ids), 8192)], axis=0)
+
+    def run(self, model_or_query_tower, candidate_model=None, candidate_embeddings=None) -> EvaluationResult:
+        """Evaluates ``model_or_query_tower`` (a TFRS model with towers, or a query tower)."""
+        model = model_or_query_tower
+        query_tower = _tower(model, _QUERY_TOWERS, "query") or model
+        q = self.queries(model)
+        if candidate_embeddings is None:
+            candidate_embeddings = self.candidate_embeddings(model, candidate_model)
+        cand = tf.convert_to_tensor(candidate_embeddings, tf.float32)
+        if cand.shape[0] != self.mapper.size:
+            raise ValueError(f"candidate_embeddings has {cand.shape[0]} rows for {self.mapper.size} candidate ids")
+        if self._step is None or self._step[0] is not query_tower:
+            self._step = (query_tower, self._build_step(query_tower, cand if self.diversity_embeddings else None, q))
+        _, (step_fn, metrics) = self._step
+        for m in metrics.values():
+            m.reset_state()
+        if self.diversity_embeddings:
+            metrics["diversity"].set_item_embeddings(cand)
+        query_input = q.features[self.query_key]
+        for lo in range(0, len(query_input), self.batch_size):
+            sl = slice(lo, lo + self.batch_size)
+            groups = {key: tf.constant(q.groups[key][sl]) for key in self._user_group_keys}
+            exclude = tf.constant(q.exclude[sl]) if q.exclude is not None else None
+            step_fn(tf.constant(query_input[sl]), cand, tf.constant(q.positives[sl]), groups, exclude)
+        return self._collect(metrics, q)
+
+    def _build_step(self, query_tower, item_embeddings, q: Queries):
+        metrics = self._metrics(item_embeddings, q)
+        k_max = max(self.ks)
+
+        def step(features, cand, positives, groups, exclude):
+            top = top_k(query_tower(features), cand, k_max, exclude)
+            for key, m in metrics.items():
+                m.update_state(top.indices, positives, groups[key[6:]] if key.startswith("group:") else None,
+                               exclude)
+            return top.indices
+
+        return tf.function(step, reduce_retracing=True), metrics
+
+    def _collect(self, metrics, q: Queries) -> EvaluationResult:
+        flat: dict[str, float] = {}
+        for key, m in metrics.items():
+            res = {k: float(v) for k, v in m.result().items()}
+            if key.startswith("group:"):
+                gkey = key[6:]
+                for name, value in res.items():
+                    if not name.startswith("count/") and "/" not in name:
+                        flat[f"{gkey}/{name}"] = value
+            else:
+                flat.update(res)
+        tables = {}
+        for key in self._user_group_keys:
+            res = {k: float(v) for k, v in metrics[f"group:{key}"].result().items()}
+            rows = []
+            for g in q.group_names[key]:
+                row = {"group": g, "count": int(res[f"count/{g}"])}
+                for name, value in res.items():
+                    if name.endswith(f"/{g}") and not name.startswith("count/"):
+                        row[name[: -len(g) - 1]] = value
+                rows.append(row)
+            tables[key] = rows
+        exp = {k: float(v) for k, v in metrics["exposure"].result().items()}
+        item_rows = []
+        for g in metrics["exposure"].group_names:
+            row = {"group": g, "relevant_share": exp[f"relevant_share/{g}"]}
+            for k in self.ks:
+                row[f"exposure_share_at_{k}"] = exp[f"exposure_share_at_{k}/{g}"]
+                row[f"exposure_disparity_at_{k}"] = exp[f"exposure_disparity_at_{k}/{g}"]
+            item_rows.append(row)
+        flat = {k: v for k, v in flat.items() if "/" not in k or k.split("/", 1)[0] in self._user_group_keys}
+        for k, v in flat.items():
+            if not math.isfinite(v):  # pragma: no cover - metrics are built never to be NaN
+                _logger.warning("metric %s is not finite (%s)", k, v)
+        missing = int(flat.pop("missing_positives", 0))
+        queries = int(flat.pop("evaluated_queries", 0))
+        return EvaluationResult(flat, tables, item_rows, self.ks, queries, missing)
+
+
+def evaluate(model_or_query_tower, candidates, data: Mapping[str, np.ndarray], k: Sequence[int] | int = (10, 100),
+             *, user_group_keys: Sequence[str] = (), item_groups=None, item_popularity=None, item_is_head=None,
+             exclude_seen: Mapping[str, np.ndarray] | None = None, query_key: str | None = None,
+             item_key: str | None = None, candidate_model=None, candidate_embeddings=None,
+             batch_size: int = 1024, **kwargs) -> EvaluationResult:
+    """Top-K accuracy, diversity, popularity bias, exposure and user-group fairness in one pass.
+
+    Args:
+      model_or_query_tower: a TFRS retrieval model with a query tower (``query_model`` /
+        ``user_model``) and a candidate tower (``candidate_model`` / ``item_model``), or a
+        query tower (then pass ``candidate_model`` or ``candidate_embeddings``).
+      candidates: 1-D array of candidate item ids (the catalog), aligned with
+        ``item_groups``, ``item_popularity`` and ``candidate_embeddings``.
+      data: evaluation interactions as a feature dict (e.g. ``dataset.test``): one row per
+        (query, relevant item); rows with the same ``query_key`` form one query.
+      k: one K or several; all come from one search of the largest K (clamped to the
+        catalog size with a warning).
+      user_group_keys: features of ``data`` whose values define user groups (e.g.
+        ``("user_group", "user_gender")``); accuracy is reported per group with gaps.
+      item_groups: group label per candidate (e.g. category) for exposure shares.
+      item_popularity: phi(i) per candidate, share of training interactions (novelty,
+        ARP, APLT, PopRSP, PopREO); ``item_is_head`` overrides the 80% head rule.
+      exclude_seen: training interactions (feature dict with the query and item keys):
+        each query's seen items are left out of its top-K.
+      query_key, item_key: feature names of the query id and item id (default: the
+        model's ``user_key``/``item_key`` attributes).
+
+    Returns:
+      an `EvaluationResult`: a mapping of metric names (``ndcg_at_10``,
+      ``coverage_at_100``, ``user_group/ndcg_at_10_gap``, ...) to floats, with per-group
+      tables; ``print(result)`` shows a table.
+    """
+    evaluator = TopKEvaluator(candidates, data, k, query_key=query_key, item_key=item_key,
+                              user_group_keys=user_group_keys, item_groups=item_groups,
+                              item_popularity=item_popularity, item_is_head=item_is_head,
+                              exclude_seen=exclude_seen, batch_size=batch_size, **kwargs)
+    return evaluator.run(model_or_query_tower, candidate_model=candidate_model,
+                         candidate_embeddings=candidate_embeddings)

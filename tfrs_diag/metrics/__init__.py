@@ -1,0 +1,14 @@
+"""Streaming top-K metrics: accuracy, diversity, popularity bias, exposure, user-group gaps.
+
+Every family is a `tf.keras.metrics.Metric` whose ``update_state`` takes the indices of
+one shared top-K search (`tfrs_diag.metrics.topk.top_k`), so one search feeds them all.
+"""
+
+from tfrs_diag.metrics.composite import CompositeScore
+from tfrs_diag.metrics.diversity import ItemDiversity, PopularityBias
+from tfrs_diag.metrics.fairness import ItemExposure, UserGroupAccuracy
+from tfrs_diag.metrics.ranking import RankingAccuracy
+from tfrs_diag.metrics.topk import IdMapper, TopK, top_k
+
+__all__ = ["CompositeScore", "IdMapper", "ItemDiversity", "ItemExposure", "PopularityBias", "RankingAccuracy", "TopK",
+           "UserGroupAccuracy", "top_k"]

@@ -1,0 +1,64 @@
+"""Shared plumbing of the streaming top-K metric families."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from tfrs_diag._keras import tf
+
+
+def check_ks(ks: Sequence[int] | int) -> tuple[int, ...]:
+    """Validates list lengths: positive integers, returned sorted and unique."""
+    if isinstance(ks, (int, np.integer)):
+        ks = (int(ks),)
+    ks = tuple(ks)
+    if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0 for k in ks):
+        raise ValueError(f"k must be a positive integer or a sequence of them, got {ks!r}")
+    return tuple(sorted({int(k) for k in ks}))
+
+
+def check_vector(values, length: int, argument: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.shape != (length,):
+        raise ValueError(f"{argument} must have one entry per candidate item ({length}), got shape {arr.shape}")
+    return arr
+
+
+class TopKMetric(tf.keras.metrics.Metric):
+    """Base of the metric families: ``update_state(top_indices, positives, user_group, exclude)``.
+
+    ``top_indices`` is [B, max(ks)] candidate indices, best first (a `TopK.indices`);
+    ``positives`` [B, P] held-out relevant candidate indices padded with -1 (-2: id not
+    in the candidate set); ``user_group`` [B] group index; ``exclude`` [B, S] indices
+    left out of the search. Families ignore what they do not need. ``result()`` returns
+    a dict of scalars named ``<metric>_at_<k>``.
+    """
+
+    def __init__(self, ks: Sequence[int], *, num_items: int | None = None, name: str, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.ks = check_ks(ks)
+        if num_items is not None:
+            if isinstance(num_items, bool) or not isinstance(num_items, (int, np.integer)) or num_items <= 0:
+                raise ValueError(f"num_items must be a positive integer, got {num_items!r}")
+            num_items = int(num_items)
+            if max(self.ks) > num_items:
+                raise ValueError(f"k={max(self.ks)} is larger than the catalog ({num_items} items); "
+                                 "use k <= num_items (tfrs_diag.evaluate clamps it with a warning)")
+        self.num_items = num_items
+
+    def check_top(self, top_indices) -> tf.Tensor:
+        top = tf.cast(top_indices, tf.int32)
+        if top.shape.rank != 2:
+            raise ValueError(f"top_indices must be [batch, k], got shape {top.shape}")
+        if top.shape[1] is not None and top.shape[1] < max(self.ks):
+            raise ValueError(f"top_indices has {top.shape[1]} columns; this metric needs max(ks)={max(self.ks)}")
+        return top
+
+    def reset_state(self):
+        for v in self.variables:
+            v.assign(tf.zeros(v.shape, v.dtype))
+
+    def get_config(self):
+        return {**super().get_config(), "ks": list(self.ks), "num_items": self.num_items}

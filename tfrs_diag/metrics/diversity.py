@@ -1,0 +1,248 @@
+"""Catalog-side metrics of top-K lists: coverage, Gini, entropy, novelty, ILD, ARP, APLT.
+
+Definitions follow DESIGN.md section 5; ``c(i)`` is how often item i appears over all
+lists, ``N = sum c(i)``, ``I`` the catalog, ``phi(i)`` item i's share of training
+interactions:
+
+- ItemCoverage@K = |union L_u| / |I| (a fraction, not a count as in Elliot);
+- Gini@K = sum_j (2j - |I| - 1) c_(j) / (|I| N) over counts sorted ascending over all of I
+  (zeros included): 0 when every item is recommended equally, -> 1 when concentrated
+  (Elliot reports 1 - Gini);
+- Entropy@K = -sum p_i log2 p_i with p_i = c(i)/N, also divided by log2 |I| (RecBole
+  divides by the number of distinct recommended items instead);
+- Novelty@K = mean over recommended slots of -log2 phi(i); items never seen in training
+  use the smallest non-zero phi (as if seen once) so the mean stays finite;
+- ILD@K = mean over queries of 1 - mean_{i<j in L_u} cos(e_i, e_j), computed in O(Kd) per
+  query as sum_{i<j} cos = (||sum_i e_i||^2 - K) / 2 for unit vectors;
+- ARP@K = mean over queries of mean phi(i) over L_u;
+- APLT@K = mean over queries of |L_u ∩ Tail| / |L_u| (tail: items outside the head, the
+  most popular items covering 80% of training interactions).
+
+>>> import numpy as np
+>>> float(gini(np.array([0.0, 0.0, 0.0, 4.0])))   # one item takes everything: (|I|-1)/|I|
+0.75
+>>> float(gini(np.array([2.0, 2.0, 2.0, 2.0])))
+0.0
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from tfrs_diag._keras import tf
+from tfrs_diag.metrics._base import TopKMetric, check_vector
+
+
+def gini(counts) -> tf.Tensor:
+    """Gini index of non-negative ``counts`` over the whole catalog (0 if all zero)."""
+    c = tf.sort(tf.reshape(tf.cast(counts, tf.float64), [-1]))
+    n = tf.cast(tf.size(c), tf.float64)
+    total = tf.reduce_sum(c)
+    j = tf.range(1, tf.size(c) + 1, dtype=tf.float64)
+    value = tf.reduce_sum((2.0 * j - n - 1.0) * c) / tf.maximum(n * total, 1e-300)
+    return tf.where(total > 0, value, 0.0)
+
+
+def entropy(counts) -> tf.Tensor:
+    """Shannon entropy in bits of the distribution ``counts / sum(counts)``."""
+    c = tf.cast(tf.reshape(counts, [-1]), tf.float64)
+    p = c / tf.maximum(tf.reduce_sum(c), 1e-300)
+    return -tf.reduce_sum(tf.where(p > 0, p * tf.math.log(tf.where(p > 0, p, 1.0)) / math.log(2.0), 0.0))
+
+
+def coverage(counts) -> tf.Tensor:
+    c = tf.reshape(counts, [-1])
+    return tf.reduce_sum(tf.cast(c > 0, tf.float64)) / tf.cast(tf.size(c), tf.float64)
+
+
+def self_information(item_popularity: np.ndarray) -> np.ndarray:
+    """-log2 phi(i), with phi = 0 replaced by the smallest non-zero share."""
+    phi = np.asarray(item_popularity, np.float64)
+    positive = phi[phi > 0]
+    if positive.size == 0:
+        raise ValueError("item_popularity has no positive entry; pass each item's share of training interactions")
+    return -np.log2(np.where(phi > 0, phi, positive.min()))
+
+
+def intra_list_similarity_sum(top_indices: tf.Tensor, unit_embeddings: tf.Tensor, k: int) -> tf.Tensor:
+    """[B] sum over pairs i<j in the top-k of cos(e_i, e_j), for unit-norm embeddings."""
+    e = tf.gather(unit_embeddings, top_indices[:, :k])  # [B, k, d]
+    s = tf.reduce_sum(tf.square(tf.reduce_sum(e, axis=1)), axis=1)
+    return (s - float(k)) / 2.0
+
+
+class ItemDiversity(TopKMetric):
+    """Streaming coverage, Gini, entropy, novelty and ILD of top-K lists.
+
+    Args:
+      num_items: catalog size |I| (candidate indices are 0..num_items-1).
+      ks: list lengths; every K is a prefix of one top-max(ks) search.
+      item_popularity: phi(i), each item's share of training interactions (for novelty).
+      item_embeddings: [num_items, d] candidate embeddings (for ILD); normalised here.
+
+    State is item counts per K plus sums, all merged by summation, so results are the
+    same batched, in one shot or under `MirroredStrategy`.
+
+    >>> import tensorflow as tf
+    >>> m = ItemDiversity(num_items=4, ks=(2,))
+    >>> m.update_state(tf.constant([[0, 1], [0, 2]]))
+    >>> {k: round(float(v), 4) for k, v in m.result().items()}["coverage_at_2"]
+    0.75
+    """
+
+    def __init__(self, num_items: int, ks: Sequence[int] = (10,), *, item_popularity=None, item_embeddings=None,
+                 name: str = "item_diversity", **kwargs):
+        super().__init__(ks, num_items=num_items, name=name, **kwargs)
+        nk = len(self.ks)
+        self.counts = self.add_weight(name="counts", shape=(nk, self.num_items), initializer="zeros")
+        self.novelty_sum = self.add_weight(name="novelty_sum", shape=(nk,), initializer="zeros")
+        self.ild_sum = self.add_weight(name="ild_sum", shape=(nk,), initializer="zeros")
+        self.queries = self.add_weight(name="queries", shape=(), initializer="zeros")
+        self._info = None
+        if item_popularity is not None:
+            phi = check_vector(item_popularity, self.num_items, "item_popularity")
+            self._info = tf.constant(self_information(phi), tf.float32)
+        # Not metric state (never reset or summed), so kept out of Keras' tracking.
+        object.__setattr__(self, "_unit", None)
+        if item_embeddings is not None:
+            self.set_item_embeddings(item_embeddings)
+
+    def set_item_embeddings(self, item_embeddings) -> None:
+        """Sets (or updates, e.g. after an epoch of training) the embeddings ILD uses."""
+        emb = tf.convert_to_tensor(item_embeddings, tf.float32)
+        if emb.shape.rank != 2 or emb.shape[0] != self.num_items:
+            raise ValueError(f"item_embeddings must have shape [num_items={self.num_items}, d], got {emb.shape}")
+        unit = tf.math.l2_normalize(emb, axis=1)
+        if self._unit is None or self._unit.shape != unit.shape:
+            with tf.init_scope():
+                object.__setattr__(self, "_unit", tf.Variable(unit, trainable=False, name="unit_item_embeddings"))
+        else:
+            self._unit.assign(unit)
+
+    def update_state(self, top_indices, positives=None, user_group=None, exclude=None, sample_weight=None):
+        top = self.check_top(top_indices)
+        b = tf.cast(tf.shape(top)[0], tf.float32)
+        count_rows, nov, ild = [], [], []
+        for k in self.ks:
+            flat = tf.reshape(top[:, :k], [-1])
+            count_rows.append(tf.math.unsorted_segment_sum(tf.ones_like(flat, tf.float32), flat, self.num_items))
+            nov.append(tf.reduce_sum(tf.gather(self._info, flat)) if self._info is not None else tf.constant(0.0))
+            if self._unit is not None and k > 1:
+                pair_mean = intra_list_similarity_sum(top, self._unit, k) / (k * (k - 1) / 2.0)
+                ild.append(tf.reduce_sum(1.0 - pair_mean))
+            else:
+                ild.append(tf.constant(0.0))
+        self.counts.assign_add(tf.stack(count_rows))
+        self.novelty_sum.assign_add(tf.stack(nov))
+        self.ild_sum.assign_add(tf.stack(ild))
+        self.queries.assign_add(b)
+
+    def result(self):
+        out = {}
+        q = tf.maximum(self.queries, 1.0)
+        log_items = math.log2(self.num_items) if self.num_items > 1 else 1.0
+        for j, k in enumerate(self.ks):
+            c = self.counts[j]
+            out[f"coverage_at_{k}"] = tf.cast(coverage(c), tf.float32)
+            out[f"gini_at_{k}"] = tf.cast(gini(c), tf.float32)
+            h = tf.cast(entropy(c), tf.float32)
+            out[f"entropy_at_{k}"] = h
+            out[f"entropy_norm_at_{k}"] = h / log_items
+            if self._info is not None:
+                out[f"novelty_at_{k}"] = self.novelty_sum[j] / (q * k)
+            if self._unit is not None and k > 1:
+                out[f"ild_at_{k}"] = self.ild_sum[j] / q
+        return out
+
+
+class PopularityBias(TopKMetric):
+    """Streaming ARP, APLT, PopRSP and PopREO of top-K lists (head/tail groups).
+
+    PopRSP and PopREO follow Zhu et al. (2020) over the groups {head, tail}: the
+    standard deviation over the mean of the groups' probabilities,
+    population std (for two groups |a-b|/2):
+
+    - RSP: P(recommended | g) = (sum_u |L_u ∩ g|) / (sum_u |g| - items of g excluded
+      for u), i.e. per available candidate of g;
+    - REO: P(recommended | g, relevant) = hits of g in the top K / relevant items of g.
+
+    0 is parity; larger values mean the head is favoured (or the tail).
+    """
+
+    def __init__(self, ks: Sequence[int], item_popularity, *, item_is_head=None, name: str = "popularity_bias",
+                 **kwargs):
+        phi = np.asarray(item_popularity, np.float64)
+        super().__init__(ks, num_items=len(phi), name=name, **kwargs)
+        phi = check_vector(phi, self.num_items, "item_popularity")
+        if item_is_head is None:
+            from tfrs_diag.datasets import head_tail_split
+
+            item_is_head = head_tail_split(phi)
+        head = check_vector(item_is_head, self.num_items, "item_is_head").astype(bool)
+        self._phi = tf.constant(phi, tf.float32)
+        self._tail = tf.constant(~head, tf.float32)
+        self._group_of = tf.constant(np.where(head, 0, 1), tf.int32)  # 0 head, 1 tail
+        self._group_sizes = tf.constant([head.sum(), (~head).sum()], tf.float32)
+        nk = len(self.ks)
+        self.arp_sum = self.add_weight(name="arp_sum", shape=(nk,), initializer="zeros")
+        self.aplt_sum = self.add_weight(name="aplt_sum", shape=(nk,), initializer="zeros")
+        self.recommended = self.add_weight(name="recommended", shape=(nk, 2), initializer="zeros")
+        self.hits = self.add_weight(name="hits", shape=(nk, 2), initializer="zeros")
+        self.available = self.add_weight(name="available", shape=(2,), initializer="zeros")
+        self.relevant = self.add_weight(name="relevant", shape=(2,), initializer="zeros")
+        self.queries = self.add_weight(name="queries", shape=(), initializer="zeros")
+
+    def update_state(self, top_indices, positives=None, user_group=None, exclude=None, sample_weight=None):
+        from tfrs_diag.metrics.ranking import hit_matrix
+
+        top = self.check_top(top_indices)
+        b = tf.shape(top)[0]
+        hits = hit_matrix(top, positives) if positives is not None else None
+        arp, aplt, rec, hit = [], [], [], []
+        for k in self.ks:
+            t = top[:, :k]
+            arp.append(tf.reduce_sum(tf.reduce_mean(tf.gather(self._phi, t), axis=1)))
+            aplt.append(tf.reduce_sum(tf.reduce_mean(tf.gather(self._tail, t), axis=1)))
+            groups = tf.reshape(tf.gather(self._group_of, t), [-1])
+            rec.append(tf.math.unsorted_segment_sum(tf.ones_like(groups, tf.float32), groups, 2))
+            if hits is not None:
+                hit.append(tf.math.unsorted_segment_sum(tf.reshape(hits[:, :k], [-1]), groups, 2))
+            else:
+                hit.append(tf.zeros([2]))
+        self.arp_sum.assign_add(tf.stack(arp))
+        self.aplt_sum.assign_add(tf.stack(aplt))
+        self.recommended.assign_add(tf.stack(rec))
+        self.hits.assign_add(tf.stack(hit))
+        avail = tf.cast(b, tf.float32) * self._group_sizes
+        if exclude is not None:
+            ex = tf.cast(exclude, tf.int32)
+            ex_groups = tf.gather(self._group_of, tf.maximum(ex, 0))
+            avail -= tf.math.unsorted_segment_sum(tf.reshape(tf.cast(ex >= 0, tf.float32), [-1]),
+                                                  tf.reshape(ex_groups, [-1]), 2)
+        self.available.assign_add(avail)
+        if positives is not None:
+            pos = tf.cast(positives, tf.int32)
+            pos_groups = tf.gather(self._group_of, tf.maximum(pos, 0))
+            self.relevant.assign_add(tf.math.unsorted_segment_sum(
+                tf.reshape(tf.cast(pos >= 0, tf.float32), [-1]), tf.reshape(pos_groups, [-1]), 2))
+        self.queries.assign_add(tf.cast(b, tf.float32))
+
+    @staticmethod
+    def _std_over_mean(p):
+        mean = tf.reduce_mean(p)
+        return tf.where(mean > 0, tf.math.reduce_std(p) / tf.maximum(mean, 1e-30), 0.0)
+
+    def result(self):
+        out = {}
+        q = tf.maximum(self.queries, 1.0)
+        for j, k in enumerate(self.ks):
+            out[f"arp_at_{k}"] = self.arp_sum[j] / q
+            out[f"aplt_at_{k}"] = self.aplt_sum[j] / q
+            rsp = self.recommended[j] / tf.maximum(self.available, 1.0)
+            reo = self.hits[j] / tf.maximum(self.relevant, 1.0)
+            out[f"pop_rsp_at_{k}"] = self._std_over_mean(rsp)
+            out[f"pop_reo_at_{k}"] = self._std_over_mean(reo)
+        return out

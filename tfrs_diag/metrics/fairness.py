@@ -1,0 +1,162 @@
+"""User-group accuracy gaps and item-group exposure of top-K lists (DESIGN.md section 5).
+
+- User-group gap: for a metric M per user group g, ``M_g``; the gap ``max - min``, the
+  ratio ``min / max`` and UserMAD, the mean over pairs of groups of ``|M_g - M_h|``.
+  Groups with no evaluated query in the pass are reported with count 0 and left out of
+  the gap statistics (never NaN).
+- Exposure: ``Exp(i) = sum_u sum_r 1[L_u[r] = i] / log2(r + 1)``; a group's share
+  ``E_g = sum_{i in g} Exp(i) / sum_i Exp(i)``; disparity ``E_g / R_g`` with ``R_g`` the
+  group's share of relevant (held-out positive) items: 1 is parity, above 1 the group
+  is over-exposed. Exposure Gini is the Gini index of ``Exp`` over the catalog.
+
+>>> import numpy as np
+>>> [round(float(x), 4) for x in group_gaps(np.array([0.2, 0.4, 0.3]), np.array([10, 5, 0]))]
+[0.2, 0.5, 0.2]
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from tfrs_diag._keras import tf
+from tfrs_diag.metrics._base import TopKMetric, check_vector
+from tfrs_diag.metrics.diversity import gini
+from tfrs_diag.metrics.ranking import ACCURACY_NAMES, accuracy_terms, discounts, stack_terms
+
+
+def group_gaps(values, counts):
+    """(max - min, min / max, UserMAD) over the groups with ``counts > 0``.
+
+    With fewer than two such groups every statistic is 0 (gap) or 1 (ratio).
+    """
+    v = tf.cast(tf.reshape(values, [-1]), tf.float32)
+    present = tf.reshape(counts, [-1]) > 0
+    n = tf.reduce_sum(tf.cast(present, tf.float32))
+    big = tf.constant(3.0e38)
+    hi = tf.reduce_max(tf.where(present, v, -big))
+    lo = tf.reduce_min(tf.where(present, v, big))
+    enough = n >= 2
+    gap = tf.where(enough, hi - lo, 0.0)
+    ratio = tf.where(enough & (hi > 0), lo / tf.maximum(hi, 1e-30), 1.0)
+    pair = tf.cast(present[:, None] & present[None, :], tf.float32)
+    mad_sum = tf.reduce_sum(tf.abs(v[:, None] - v[None, :]) * pair) / 2.0
+    mad = tf.where(enough, mad_sum / tf.maximum(n * (n - 1.0) / 2.0, 1.0), 0.0)
+    return gap, ratio, mad
+
+
+class UserGroupAccuracy(TopKMetric):
+    """Streaming accuracy per user group with max-min gap, min/max ratio and UserMAD.
+
+    ``update_state(top_indices, positives, user_group)`` with ``user_group`` the [B]
+    group index of each query (0..len(group_names)-1).
+
+    Result keys: ``<metric>_at_<k>/<group>``, ``<metric>_at_<k>_gap``,
+    ``<metric>_at_<k>_ratio``, ``<metric>_at_<k>_user_mad`` and ``count/<group>``.
+    """
+
+    def __init__(self, ks: Sequence[int], group_names: Sequence[str], *, name: str = "user_group_accuracy",
+                 **kwargs):
+        super().__init__(ks, name=name, **kwargs)
+        names = [str(g) for g in group_names]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"group_names must be non-empty and unique, got {group_names!r}")
+        self.group_names = tuple(names)
+        g = len(names)
+        self.sums = self.add_weight(name="sums", shape=(g, len(self.ks), 4), initializer="zeros")
+        self.counts = self.add_weight(name="counts", shape=(g,), initializer="zeros")
+
+    def update_state(self, top_indices, positives=None, user_group=None, exclude=None, sample_weight=None):
+        if positives is None or user_group is None:
+            raise ValueError("UserGroupAccuracy needs positives and user_group for each query")
+        g = len(self.group_names)
+        terms = accuracy_terms(self.check_top(top_indices), positives, self.ks)
+        group = tf.reshape(tf.cast(user_group, tf.int32), [-1])
+        per_query = stack_terms(terms, self.ks)
+        self.sums.assign_add(tf.math.unsorted_segment_sum(per_query, group, g))
+        self.counts.assign_add(tf.math.unsorted_segment_sum(tf.cast(terms["valid"], tf.float32), group, g))
+
+    def result(self):
+        out = {}
+        counts = self.counts
+        for gi, gname in enumerate(self.group_names):
+            out[f"count/{gname}"] = counts[gi]
+        for j, k in enumerate(self.ks):
+            for m, name in enumerate(ACCURACY_NAMES):
+                values = self.sums[:, j, m] / tf.maximum(counts, 1.0)
+                for gi, gname in enumerate(self.group_names):
+                    out[f"{name}_at_{k}/{gname}"] = values[gi]
+                gap, ratio, mad = group_gaps(values, counts)
+                out[f"{name}_at_{k}_gap"] = gap
+                out[f"{name}_at_{k}_ratio"] = ratio
+                out[f"{name}_at_{k}_user_mad"] = mad
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "group_names": list(self.group_names)}
+
+
+class ItemExposure(TopKMetric):
+    """Streaming position-discounted exposure per item and per item group.
+
+    Args:
+      num_items: catalog size.
+      item_groups: [num_items] group index of each item (e.g. category, or head/tail).
+      group_names: names of the item groups.
+
+    Result keys: ``exposure_gini_at_<k>``, ``exposure_share_at_<k>/<group>``,
+    ``relevant_share/<group>``, ``exposure_disparity_at_<k>/<group>`` (E_g / R_g; 0 when
+    the group has no relevant item) and ``exposure_gap_at_<k>`` (max - min disparity
+    over groups with relevant items).
+    """
+
+    def __init__(self, num_items: int, ks: Sequence[int], item_groups=None, group_names: Sequence[str] = (), *,
+                 name: str = "item_exposure", **kwargs):
+        super().__init__(ks, num_items=num_items, name=name, **kwargs)
+        if item_groups is None:
+            item_groups = np.zeros(self.num_items, np.int32)
+            group_names = group_names or ("all",)
+        groups = check_vector(item_groups, self.num_items, "item_groups").astype(np.int64)
+        self.group_names = tuple(str(g) for g in group_names) or tuple(str(i) for i in range(groups.max() + 1))
+        if groups.min() < 0 or groups.max() >= len(self.group_names):
+            raise ValueError(f"item_groups must hold indices 0..{len(self.group_names) - 1} into group_names")
+        self._groups = tf.constant(groups, tf.int32)
+        self.exposure = self.add_weight(name="exposure", shape=(len(self.ks), self.num_items), initializer="zeros")
+        self.relevant = self.add_weight(name="relevant", shape=(len(self.group_names),), initializer="zeros")
+
+    def update_state(self, top_indices, positives=None, user_group=None, exclude=None, sample_weight=None):
+        top = self.check_top(top_indices)
+        disc = discounts(max(self.ks))
+        rows = []
+        for k in self.ks:
+            t = top[:, :k]
+            w = tf.broadcast_to(disc[:k][None, :], tf.shape(t))
+            rows.append(tf.math.unsorted_segment_sum(tf.reshape(w, [-1]), tf.reshape(t, [-1]), self.num_items))
+        self.exposure.assign_add(tf.stack(rows))
+        if positives is not None:
+            pos = tf.cast(positives, tf.int32)
+            grp = tf.gather(self._groups, tf.maximum(pos, 0))
+            self.relevant.assign_add(tf.math.unsorted_segment_sum(
+                tf.reshape(tf.cast(pos >= 0, tf.float32), [-1]), tf.reshape(grp, [-1]), len(self.group_names)))
+
+    def result(self):
+        out = {}
+        g = len(self.group_names)
+        rel_share = self.relevant / tf.maximum(tf.reduce_sum(self.relevant), 1e-30)
+        for gi, gname in enumerate(self.group_names):
+            out[f"relevant_share/{gname}"] = rel_share[gi]
+        for j, k in enumerate(self.ks):
+            exp = self.exposure[j]
+            out[f"exposure_gini_at_{k}"] = tf.cast(gini(exp), tf.float32)
+            share = tf.math.unsorted_segment_sum(exp, self._groups, g) / tf.maximum(tf.reduce_sum(exp), 1e-30)
+            disparity = tf.where(rel_share > 0, share / tf.maximum(rel_share, 1e-30), 0.0)
+            for gi, gname in enumerate(self.group_names):
+                out[f"exposure_share_at_{k}/{gname}"] = share[gi]
+                out[f"exposure_disparity_at_{k}/{gname}"] = disparity[gi]
+            gap, _, _ = group_gaps(disparity, self.relevant)
+            out[f"exposure_gap_at_{k}"] = gap
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "group_names": list(self.group_names)}
