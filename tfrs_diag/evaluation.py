@@ -289,7 +289,7 @@ class TopKEvaluator:
             groups = {key: tf.constant(q.groups[key][sl]) for key in self._user_group_keys}
             exclude = tf.constant(q.exclude[sl]) if q.exclude is not None else None
             step_fn(tf.constant(query_input[sl]), cand, tf.constant(q.positives[sl]), groups, exclude)
-        return self._collect(metrics, q)
+        return collect_results(metrics, self.ks, q.group_names)
 
     def _build_step(self, query_tower, item_embeddings, q: Queries):
         metrics = self._metrics(item_embeddings, q)
@@ -304,43 +304,37 @@ class TopKEvaluator:
 
         return tf.function(step, reduce_retracing=True), metrics
 
-    def _collect(self, metrics, q: Queries) -> EvaluationResult:
-        flat: dict[str, float] = {}
-        for key, m in metrics.items():
-            res = {k: float(v) for k, v in m.result().items()}
-            if key.startswith("group:"):
-                gkey = key[6:]
-                for name, value in res.items():
-                    if not name.startswith("count/") and "/" not in name:
-                        flat[f"{gkey}/{name}"] = value
-            else:
-                flat.update(res)
-        tables = {}
-        for key in self._user_group_keys:
-            res = {k: float(v) for k, v in metrics[f"group:{key}"].result().items()}
-            rows = []
-            for g in q.group_names[key]:
-                row = {"group": g, "count": int(res[f"count/{g}"])}
-                for name, value in res.items():
-                    if name.endswith(f"/{g}") and not name.startswith("count/"):
-                        row[name[: -len(g) - 1]] = value
-                rows.append(row)
-            tables[key] = rows
+def collect_results(metrics: Mapping[str, Any], ks: Sequence[int],
+                    group_names: Mapping[str, Sequence[str]]) -> EvaluationResult:
+    """Flattens the families' results into an `EvaluationResult` with group tables."""
+    flat: dict[str, float] = {}
+    tables = {}
+    for key, m in metrics.items():
+        res = {k: float(v) for k, v in m.result().items()}
+        if not key.startswith("group:"):
+            flat.update({k: v for k, v in res.items() if "/" not in k})
+            continue
+        gkey = key[6:]
+        # Gap statistics are headline numbers; per-group values go to the table.
+        flat.update({f"{gkey}/{k}": v for k, v in res.items() if "/" not in k})
+        rows = []
+        for g in group_names[gkey]:
+            row = {"group": g, "count": int(res[f"count/{g}"])}
+            row.update({k[: -len(g) - 1]: v for k, v in res.items() if k.endswith(f"/{g}") and not k.startswith("count/")})
+            rows.append(row)
+        tables[gkey] = rows
+    item_rows = []
+    if "exposure" in metrics:
         exp = {k: float(v) for k, v in metrics["exposure"].result().items()}
-        item_rows = []
         for g in metrics["exposure"].group_names:
             row = {"group": g, "relevant_share": exp[f"relevant_share/{g}"]}
-            for k in self.ks:
+            for k in ks:
                 row[f"exposure_share_at_{k}"] = exp[f"exposure_share_at_{k}/{g}"]
                 row[f"exposure_disparity_at_{k}"] = exp[f"exposure_disparity_at_{k}/{g}"]
             item_rows.append(row)
-        flat = {k: v for k, v in flat.items() if "/" not in k or k.split("/", 1)[0] in self._user_group_keys}
-        for k, v in flat.items():
-            if not math.isfinite(v):  # pragma: no cover - metrics are built never to be NaN
-                _logger.warning("metric %s is not finite (%s)", k, v)
-        missing = int(flat.pop("missing_positives", 0))
-        queries = int(flat.pop("evaluated_queries", 0))
-        return EvaluationResult(flat, tables, item_rows, self.ks, queries, missing)
+    missing = int(flat.pop("missing_positives", 0))
+    queries = int(flat.pop("evaluated_queries", 0))
+    return EvaluationResult(flat, tables, item_rows, tuple(ks), queries, missing)
 
 
 def evaluate(model_or_query_tower, candidates, data: Mapping[str, np.ndarray], k: Sequence[int] | int = (10, 100),
@@ -381,3 +375,65 @@ def evaluate(model_or_query_tower, candidates, data: Mapping[str, np.ndarray], k
                               exclude_seen=exclude_seen, batch_size=batch_size, **kwargs)
     return evaluator.run(model_or_query_tower, candidate_model=candidate_model,
                          candidate_embeddings=candidate_embeddings)
+
+
+def evaluate_ranking(scores, candidates, labels, k: Sequence[int] | int = (5, 10), *, num_items: int,
+                     relevance_threshold: float | None = None, user_groups=None,
+                     user_group_names: Sequence[str] | None = None, item_groups=None,
+                     item_group_names: Sequence[str] = (), item_popularity=None) -> EvaluationResult:
+    """NDCG, exposure and the other families for a ranking model's order of candidate lists.
+
+    A ranking model scores a list of candidates per query; its order is the ranking.
+
+    Args:
+      scores: [Q, L] model scores of each query's candidates (NaN pads short lists).
+      candidates: [Q, L] candidate indices (0..num_items-1; -1 pads).
+      labels: [Q, L] relevance: bool, or graded values with ``relevance_threshold``
+        (e.g. ratings >= 4 are relevant); gain is binary, as everywhere.
+      k: list lengths (clamped to L with a warning).
+      user_groups: optional [Q] group index per query for per-group accuracy.
+
+    >>> import numpy as np
+    >>> r = evaluate_ranking(np.array([[0.9, 0.1, 0.5]]), np.array([[4, 7, 2]]),
+    ...                      np.array([[0, 1, 0]]), k=3, num_items=10)
+    >>> round(r["ndcg_at_3"], 4), r["mrr_at_3"]      # the relevant item is ranked last
+    (0.5, 0.3333333432674408)
+    """
+    scores = np.asarray(scores, np.float64)
+    cands = np.asarray(candidates, np.int64)
+    labels = np.asarray(labels)
+    if not (scores.shape == cands.shape == labels.shape) or scores.ndim != 2:
+        raise ValueError(f"scores, candidates and labels must all be [queries, list] arrays of one shape; got "
+                         f"{scores.shape}, {cands.shape}, {labels.shape}")
+    if cands.max(initial=-1) >= num_items:
+        raise ValueError(f"candidates holds index {cands.max()} >= num_items={num_items}")
+    relevant = labels >= relevance_threshold if relevance_threshold is not None else labels.astype(bool)
+    ks = check_ks(k)
+    width = scores.shape[1]
+    if max(ks) > width:
+        warnings.warn(f"k={max(ks)} is longer than the candidate lists ({width}); clamped to {width}", stacklevel=2)
+        ks = tuple(sorted({min(x, width) for x in ks}))
+    pad = (cands < 0) | np.isnan(scores)
+    order = np.argsort(np.where(pad, np.inf, -scores), axis=1, kind="stable")
+    ranked = np.take_along_axis(cands, order, axis=1)[:, : max(ks)]
+    # Pads at the end of a short list point at no item: give them an index past the
+    # catalog so they never count as a hit, and leave them out of exposure below.
+    positives = np.where(relevant & ~pad, cands, PAD).astype(np.int32)
+    metrics: dict[str, Any] = {"accuracy": RankingAccuracy(ks)}
+    if user_groups is not None:
+        names = user_group_names or tuple(str(g) for g in range(int(np.max(user_groups)) + 1))
+        metrics["group:user_group"] = UserGroupAccuracy(ks, names, name="by_user_group")
+    n_pad = (ranked < 0).sum()
+    if n_pad:
+        raise ValueError("every query needs at least max(k) real candidates; pad fewer or lower k")
+    metrics["exposure"] = ItemExposure(num_items, ks, item_groups, item_group_names)
+    metrics["diversity"] = ItemDiversity(num_items, ks, item_popularity=item_popularity)
+    if item_popularity is not None:
+        metrics["popularity"] = PopularityBias(ks, item_popularity)
+    top = tf.constant(ranked.astype(np.int32))
+    pos = tf.constant(positives)
+    groups = tf.constant(np.asarray(user_groups, np.int32)) if user_groups is not None else None
+    for key, m in metrics.items():
+        m.update_state(top, pos, groups if key.startswith("group:") else None)
+    names = {"user_group": metrics["group:user_group"].group_names} if user_groups is not None else {}
+    return collect_results(metrics, ks, names)

@@ -30,8 +30,8 @@ class TopKMetric(tf.keras.metrics.Metric):
     """Base of the metric families: ``update_state(top_indices, positives, user_group, exclude)``.
 
     ``top_indices`` is [B, max(ks)] candidate indices, best first (a `TopK.indices`);
-    ``positives`` [B, P] held-out relevant candidate indices padded with -1 (-2: id not
-    in the candidate set); ``user_group`` [B] group index; ``exclude`` [B, S] indices
+    ``positives`` [B, P] held-out relevant candidate indices, unique per query, padded
+    with -1 (-2: id not in the candidate set; `tfrs_diag.evaluate` deduplicates); ``user_group`` [B] group index; ``exclude`` [B, S] indices
     left out of the search. Families ignore what they do not need. ``result()`` returns
     a dict of scalars named ``<metric>_at_<k>``.
     """
@@ -47,6 +47,11 @@ class TopKMetric(tf.keras.metrics.Metric):
                 raise ValueError(f"k={max(self.ks)} is larger than the catalog ({num_items} items); "
                                  "use k <= num_items (tfrs_diag.evaluate clamps it with a warning)")
         self.num_items = num_items
+
+    @staticmethod
+    def check_no_weights(sample_weight) -> None:
+        if sample_weight is not None:
+            raise ValueError("sample_weight is not supported by top-K metrics: every query counts once")
 
     def check_top(self, top_indices) -> tf.Tensor:
         top = tf.cast(top_indices, tf.int32)

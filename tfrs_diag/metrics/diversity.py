@@ -68,10 +68,15 @@ def self_information(item_popularity: np.ndarray) -> np.ndarray:
 
 
 def intra_list_similarity_sum(top_indices: tf.Tensor, unit_embeddings: tf.Tensor, k: int) -> tf.Tensor:
-    """[B] sum over pairs i<j in the top-k of cos(e_i, e_j), for unit-norm embeddings."""
+    """[B] sum over pairs i<j in the top-k of cos(e_i, e_j), for l2-normalised embeddings.
+
+    ``||sum_i u_i||^2 = sum_i ||u_i||^2 + 2 sum_{i<j} u_i.u_j``; subtracting the actual
+    squared norms (1, or 0 for an all-zero row such as a padding item) rather than K
+    keeps zero rows at cosine 0 with everything.
+    """
     e = tf.gather(unit_embeddings, top_indices[:, :k])  # [B, k, d]
     s = tf.reduce_sum(tf.square(tf.reduce_sum(e, axis=1)), axis=1)
-    return (s - float(k)) / 2.0
+    return (s - tf.reduce_sum(tf.square(e), axis=[1, 2])) / 2.0
 
 
 class ItemDiversity(TopKMetric):
@@ -123,6 +128,7 @@ class ItemDiversity(TopKMetric):
             self._unit.assign(unit)
 
     def update_state(self, top_indices, positives=None, user_group=None, exclude=None, sample_weight=None):
+        self.check_no_weights(sample_weight)
         top = self.check_top(top_indices)
         b = tf.cast(tf.shape(top)[0], tf.float32)
         count_rows, nov, ild = [], [], []
@@ -196,6 +202,7 @@ class PopularityBias(TopKMetric):
         self.queries = self.add_weight(name="queries", shape=(), initializer="zeros")
 
     def update_state(self, top_indices, positives=None, user_group=None, exclude=None, sample_weight=None):
+        self.check_no_weights(sample_weight)
         from tfrs_diag.metrics.ranking import hit_matrix
 
         top = self.check_top(top_indices)

@@ -68,6 +68,7 @@ class UserGroupAccuracy(TopKMetric):
         self.counts = self.add_weight(name="counts", shape=(g,), initializer="zeros")
 
     def update_state(self, top_indices, positives=None, user_group=None, exclude=None, sample_weight=None):
+        self.check_no_weights(sample_weight)
         if positives is None or user_group is None:
             raise ValueError("UserGroupAccuracy needs positives and user_group for each query")
         g = len(self.group_names)
@@ -126,6 +127,7 @@ class ItemExposure(TopKMetric):
         self.relevant = self.add_weight(name="relevant", shape=(len(self.group_names),), initializer="zeros")
 
     def update_state(self, top_indices, positives=None, user_group=None, exclude=None, sample_weight=None):
+        self.check_no_weights(sample_weight)
         top = self.check_top(top_indices)
         disc = discounts(max(self.ks))
         rows = []

@@ -102,6 +102,7 @@ class RankingAccuracy(TopKMetric):
         self.empty = self.add_weight(name="queries_without_positives", shape=(), initializer="zeros")
 
     def update_state(self, top_indices, positives=None, user_group=None, exclude=None, sample_weight=None):
+        self.check_no_weights(sample_weight)
         if positives is None:
             raise ValueError("RankingAccuracy needs positives: the held-out relevant items of each query")
         terms = accuracy_terms(self.check_top(top_indices), positives, self.ks)

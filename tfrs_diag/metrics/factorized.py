@@ -1,0 +1,148 @@
+"""Beyond-accuracy metrics inside `tfrs.tasks.Retrieval(metrics=[...])`, from one top-K.
+
+`FactorizedTopKMetrics` is a `tfrs.metrics.Factorized` metric: it takes the place of (or
+sits beside) `tfrs.metrics.FactorizedTopK`. It computes the candidate embeddings once per
+evaluation (not once per batch), runs one top-K search per batch and feeds accuracy and
+the item-side families (diversity, popularity bias, exposure). The task passes no user
+features, so per-user-group metrics need `tfrs_diag.evaluate` or the `BeyondAccuracy`
+callback.
+
+>>> import tensorflow_recommenders as tfrs                                   # doctest: +SKIP
+>>> metrics = FactorizedTopKMetrics(data.items["item_id"], model.item_model, ks=(10, 100),
+...                                 item_popularity=data.item_popularity)       # doctest: +SKIP
+>>> model.task = tfrs.tasks.Retrieval(metrics=metrics)                        # doctest: +SKIP
+>>> model.evaluate(test_ds, return_dict=True)["ndcg_at_10"]                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from tfrs_diag._keras import tf
+from tfrs_diag.metrics._base import check_ks
+from tfrs_diag.metrics.diversity import ItemDiversity, PopularityBias
+from tfrs_diag.metrics.fairness import ItemExposure
+from tfrs_diag.metrics.ranking import RankingAccuracy
+from tfrs_diag.metrics.topk import MISSING, top_k
+
+import tensorflow_recommenders as tfrs  # noqa: E402
+
+DEFAULT_REPORT = ("recall", "ndcg", "mrr", "hit_rate", "coverage", "gini", "aplt", "exposure_gini")
+
+
+class _ResultView(tf.keras.metrics.Metric):
+    """One scalar of a metric family, so Keras logs get plain numbers (not dicts)."""
+
+    def __init__(self, owner: "FactorizedTopKMetrics", key: str):
+        super().__init__(name=key)
+        object.__setattr__(self, "_owner", owner)
+        self._key = key
+
+    def update_state(self, *args, **kwargs):
+        return None
+
+    def result(self):
+        return self._owner.results()[self._key]
+
+    def reset_state(self):
+        self._owner.reset_families()
+
+
+class FactorizedTopKMetrics(tfrs.metrics.Factorized):
+    """Accuracy and item-side beyond-accuracy metrics for `tfrs.tasks.Retrieval`.
+
+    Args:
+      candidate_ids: the catalog's item ids.
+      candidate_model: the candidate tower (maps ids to embeddings).
+      ks: list lengths, all from one search of the largest.
+      item_popularity: phi(i) per candidate (novelty, ARP, APLT, PopRSP/PopREO).
+      item_groups, item_group_names: item groups for exposure shares.
+      report: metric name stems that appear as Keras metrics (``<stem>_at_<k>``); the
+        full set is in `results()`.
+
+    Positives are identified by ``candidate_ids`` passed to the task
+    (``task(q, c, candidate_ids=ids)``); without them, each positive is the candidate
+    whose embedding is nearest to the true candidate embedding.
+    """
+
+    def __init__(self, candidate_ids, candidate_model, ks: Sequence[int] = (10, 100), *, item_popularity=None,
+                 item_groups=None, item_group_names: Sequence[str] = (), report: Sequence[str] = DEFAULT_REPORT,
+                 name: str = "beyond_accuracy"):
+        super().__init__(name=name)
+        ids = np.asarray(candidate_ids)
+        n = len(ids)
+        self.ks = check_ks(ks)
+        if max(self.ks) > n:
+            raise ValueError(f"ks: k={max(self.ks)} is larger than the catalog ({n} candidates)")
+        self._ids = tf.constant(ids)
+        keys = tf.constant(ids.astype(str) if ids.dtype.kind in "USO" else ids.astype(np.int64))
+        self._table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(keys, tf.range(n, dtype=tf.int32)), default_value=MISSING)
+        self._string_ids = ids.dtype.kind in "USO"
+        self.candidate_model = candidate_model
+        families = {"accuracy": RankingAccuracy(self.ks), "diversity": ItemDiversity(n, self.ks,
+                    item_popularity=item_popularity), "exposure": ItemExposure(n, self.ks, item_groups,
+                                                                              item_group_names)}
+        if item_popularity is not None:
+            families["popularity"] = PopularityBias(self.ks, item_popularity)
+        # Held outside Keras tracking: the views below are what `model.metrics` lists.
+        object.__setattr__(self, "_families", families)
+        self._fresh = tf.Variable(False, trainable=False, name="candidates_fresh")
+        self._cand = None
+        keys_out = [k for k in self._all_keys() if k.rsplit("_at_", 1)[0] in report]
+        self._views = [_ResultView(self, k) for k in keys_out]
+
+    def _all_keys(self):
+        keys = []
+        for fam in self._families.values():
+            keys += [k for k in fam.result().keys() if "/" not in k]
+        return keys
+
+    def results(self) -> dict:
+        """Every metric of every family as a dict of scalars."""
+        out = {}
+        for fam in self._families.values():
+            out.update({k: v for k, v in fam.result().items() if "/" not in k})
+        return out
+
+    def reset_families(self):
+        for fam in self._families.values():
+            fam.reset_state()
+        self._fresh.assign(False)
+
+    def reset_states(self):
+        self.reset_families()
+
+    def _candidate_embeddings(self):
+        emb = self.candidate_model(self._ids)
+        if self._cand is None:
+            with tf.init_scope():
+                self._cand = tf.Variable(tf.zeros(emb.shape, tf.float32), trainable=False, name="candidate_cache",
+                                         shape=tf.TensorShape([emb.shape[0], emb.shape[1]]))
+        return emb
+
+    def update_state(self, query_embeddings, true_candidate_embeddings, true_candidate_ids=None,
+                     sample_weight=None):
+        emb_now = self._candidate_embeddings()
+        # Candidate embeddings are fixed within one evaluation: compute them on its first
+        # batch and reuse them (FactorizedTopK re-streams every candidate each batch).
+        cand = tf.cond(self._fresh, lambda: tf.identity(self._cand), lambda: tf.cast(emb_now, tf.float32))
+        self._cand.assign(cand)
+        self._fresh.assign(True)
+        top = top_k(query_embeddings, cand, max(self.ks))
+        if true_candidate_ids is not None:
+            ids = tf.reshape(true_candidate_ids, [-1])
+            ids = tf.strings.as_string(ids) if self._string_ids and ids.dtype != tf.string else ids
+            if not self._string_ids:
+                ids = tf.cast(ids, tf.int64)
+            positives = self._table.lookup(ids)[:, None]
+        else:
+            true = tf.cast(true_candidate_embeddings, tf.float32)
+            dist = tf.reduce_sum(tf.square(cand), axis=1)[None, :] - 2.0 * tf.matmul(true, cand, transpose_b=True)
+            positives = tf.cast(tf.argmin(dist, axis=1), tf.int32)[:, None]
+        for fam in self._families.values():
+            fam.update_state(top.indices, positives)
+        self._cand.assign(cand)
+        return tf.no_op()
