@@ -146,8 +146,11 @@ def group_queries(data: Mapping[str, np.ndarray], query_key: str, item_key: str,
     uniq, first_idx, inverse = np.unique(qvals, return_index=True, return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
-    items = mapper(np.asarray(data[item_key]))
-    positives = _padded([np.unique(items[order[bounds[q]:bounds[q + 1]]]) for q in range(len(uniq))])
+    # Deduplicate by raw id, then map: two different unknown ids stay two missing positives.
+    raw_items, item_codes = np.unique(np.asarray(data[item_key]), return_inverse=True)
+    code_to_index = mapper(raw_items)
+    positives = _padded([code_to_index[np.unique(item_codes[order[bounds[q]:bounds[q + 1]]])]
+                         for q in range(len(uniq))])
     features = {k: np.asarray(v)[first_idx] for k, v in data.items()}
     groups, names = {}, {}
     for key in user_group_keys:

@@ -55,11 +55,22 @@ class TopKMetric(tf.keras.metrics.Metric):
 
     def check_top(self, top_indices) -> tf.Tensor:
         top = tf.cast(top_indices, tf.int32)
-        if top.shape.rank != 2:
+        if top.shape.rank is not None and top.shape.rank != 2:
             raise ValueError(f"top_indices must be [batch, k], got shape {top.shape}")
         if top.shape[1] is not None and top.shape[1] < max(self.ks):
             raise ValueError(f"top_indices has {top.shape[1]} columns; this metric needs max(ks)={max(self.ks)}")
         return top
+
+    def result_fns(self) -> dict:
+        """``{name: zero-argument function}``: lets a caller compute one result alone.
+
+        Families whose results are not all cheap override this; the default computes
+        the whole dict.
+        """
+        return {k: (lambda k=k: self.result()[k]) for k in self.result()}
+
+    def result(self):
+        return {k: f() for k, f in self.result_fns().items()}
 
     def reset_state(self):
         for v in self.variables:

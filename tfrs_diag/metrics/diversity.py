@@ -146,22 +146,19 @@ class ItemDiversity(TopKMetric):
         self.ild_sum.assign_add(tf.stack(ild))
         self.queries.assign_add(b)
 
-    def result(self):
-        out = {}
-        q = tf.maximum(self.queries, 1.0)
+    def result_fns(self):
+        fns = {}
         log_items = math.log2(self.num_items) if self.num_items > 1 else 1.0
         for j, k in enumerate(self.ks):
-            c = self.counts[j]
-            out[f"coverage_at_{k}"] = tf.cast(coverage(c), tf.float32)
-            out[f"gini_at_{k}"] = tf.cast(gini(c), tf.float32)
-            h = tf.cast(entropy(c), tf.float32)
-            out[f"entropy_at_{k}"] = h
-            out[f"entropy_norm_at_{k}"] = h / log_items
+            fns[f"coverage_at_{k}"] = lambda j=j: tf.cast(coverage(self.counts[j]), tf.float32)
+            fns[f"gini_at_{k}"] = lambda j=j: tf.cast(gini(self.counts[j]), tf.float32)
+            fns[f"entropy_at_{k}"] = lambda j=j: tf.cast(entropy(self.counts[j]), tf.float32)
+            fns[f"entropy_norm_at_{k}"] = lambda j=j: tf.cast(entropy(self.counts[j]), tf.float32) / log_items
             if self._info is not None:
-                out[f"novelty_at_{k}"] = self.novelty_sum[j] / (q * k)
+                fns[f"novelty_at_{k}"] = lambda j=j, k=k: self.novelty_sum[j] / (tf.maximum(self.queries, 1.0) * k)
             if self._unit is not None and k > 1:
-                out[f"ild_at_{k}"] = self.ild_sum[j] / q
-        return out
+                fns[f"ild_at_{k}"] = lambda j=j: self.ild_sum[j] / tf.maximum(self.queries, 1.0)
+        return fns
 
 
 class PopularityBias(TopKMetric):
@@ -242,14 +239,13 @@ class PopularityBias(TopKMetric):
         mean = tf.reduce_mean(p)
         return tf.where(mean > 0, tf.math.reduce_std(p) / tf.maximum(mean, 1e-30), 0.0)
 
-    def result(self):
-        out = {}
-        q = tf.maximum(self.queries, 1.0)
+    def result_fns(self):
+        fns = {}
+        q = lambda: tf.maximum(self.queries, 1.0)  # noqa: E731
         for j, k in enumerate(self.ks):
-            out[f"arp_at_{k}"] = self.arp_sum[j] / q
-            out[f"aplt_at_{k}"] = self.aplt_sum[j] / q
-            rsp = self.recommended[j] / tf.maximum(self.available, 1.0)
-            reo = self.hits[j] / tf.maximum(self.relevant, 1.0)
-            out[f"pop_rsp_at_{k}"] = self._std_over_mean(rsp)
-            out[f"pop_reo_at_{k}"] = self._std_over_mean(reo)
-        return out
+            fns[f"arp_at_{k}"] = lambda j=j: self.arp_sum[j] / q()
+            fns[f"aplt_at_{k}"] = lambda j=j: self.aplt_sum[j] / q()
+            fns[f"pop_rsp_at_{k}"] = lambda j=j: self._std_over_mean(
+                self.recommended[j] / tf.maximum(self.available, 1.0))
+            fns[f"pop_reo_at_{k}"] = lambda j=j: self._std_over_mean(self.hits[j] / tf.maximum(self.relevant, 1.0))
+        return fns

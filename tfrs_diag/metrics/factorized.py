@@ -29,22 +29,23 @@ from tfrs_diag.metrics.topk import MISSING, top_k
 
 import tensorflow_recommenders as tfrs  # noqa: E402
 
-DEFAULT_REPORT = ("recall", "ndcg", "mrr", "hit_rate", "coverage", "gini", "aplt", "exposure_gini")
+DEFAULT_REPORT = ("recall", "ndcg", "hit_rate", "coverage", "gini", "aplt")
 
 
 class _ResultView(tf.keras.metrics.Metric):
     """One scalar of a metric family, so Keras logs get plain numbers (not dicts)."""
 
-    def __init__(self, owner: "FactorizedTopKMetrics", key: str):
+    def __init__(self, owner: "FactorizedTopKMetrics", family, key: str):
         super().__init__(name=key)
         object.__setattr__(self, "_owner", owner)
+        object.__setattr__(self, "_family", family)
         self._key = key
 
     def update_state(self, *args, **kwargs):
         return None
 
     def result(self):
-        return self._owner.results()[self._key]
+        return self._family.result_fns()[self._key]()
 
     def reset_state(self):
         self._owner.reset_families()
@@ -91,14 +92,10 @@ class FactorizedTopKMetrics(tfrs.metrics.Factorized):
         object.__setattr__(self, "_families", families)
         self._fresh = tf.Variable(False, trainable=False, name="candidates_fresh")
         self._cand = None
-        keys_out = [k for k in self._all_keys() if k.rsplit("_at_", 1)[0] in report]
-        self._views = [_ResultView(self, k) for k in keys_out]
-
-    def _all_keys(self):
-        keys = []
-        for fam in self._families.values():
-            keys += [k for k in fam.result().keys() if "/" not in k]
-        return keys
+        # Keras (and tfrs.Model.train_step) computes every listed metric's result at every
+        # step, so only the `report` stems are listed; `results()` has all of them.
+        self._views = [_ResultView(self, fam, k) for fam in families.values() for k in fam.result_fns()
+                       if "/" not in k and k.rsplit("_at_", 1)[0] in report]
 
     def results(self) -> dict:
         """Every metric of every family as a dict of scalars."""
@@ -115,20 +112,16 @@ class FactorizedTopKMetrics(tfrs.metrics.Factorized):
     def reset_states(self):
         self.reset_families()
 
-    def _candidate_embeddings(self):
-        emb = self.candidate_model(self._ids)
-        if self._cand is None:
-            with tf.init_scope():
-                self._cand = tf.Variable(tf.zeros(emb.shape, tf.float32), trainable=False, name="candidate_cache",
-                                         shape=tf.TensorShape([emb.shape[0], emb.shape[1]]))
-        return emb
-
     def update_state(self, query_embeddings, true_candidate_embeddings, true_candidate_ids=None,
                      sample_weight=None):
-        emb_now = self._candidate_embeddings()
+        if self._cand is None:
+            dim = int(true_candidate_embeddings.shape[-1])
+            with tf.init_scope():
+                self._cand = tf.Variable(tf.zeros([len(self._ids), dim]), trainable=False, name="candidate_cache")
         # Candidate embeddings are fixed within one evaluation: compute them on its first
         # batch and reuse them (FactorizedTopK re-streams every candidate each batch).
-        cand = tf.cond(self._fresh, lambda: tf.identity(self._cand), lambda: tf.cast(emb_now, tf.float32))
+        cand = tf.cond(self._fresh, lambda: tf.identity(self._cand),
+                       lambda: tf.cast(self.candidate_model(self._ids), tf.float32))
         self._cand.assign(cand)
         self._fresh.assign(True)
         top = top_k(query_embeddings, cand, max(self.ks))
@@ -144,5 +137,4 @@ class FactorizedTopKMetrics(tfrs.metrics.Factorized):
             positives = tf.cast(tf.argmin(dist, axis=1), tf.int32)[:, None]
         for fam in self._families.values():
             fam.update_state(top.indices, positives)
-        self._cand.assign(cand)
         return tf.no_op()
