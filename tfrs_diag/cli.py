@@ -86,6 +86,7 @@ class TrainResult:
     log_dir: str
     steps: int
     seconds: float
+    beyond_accuracy: Any = None  # tfrs_diag.callbacks.BeyondAccuracy, when it ran
 
     @property
     def final_loss(self) -> float:
@@ -119,8 +120,8 @@ def _mean_loss_callback():
 
 
 def _fit(model, train_ds, log_dir: str, *, epochs: int, every_n_steps: int, histogram_every_n_steps: int,
-         verbose: int) -> TrainResult:
-    """Fits ``model`` with `GradientStatistics` (and Keras' loss curves) logging to ``log_dir``."""
+         verbose: int, extra_callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Fits ``model`` with `GradientStatistics`, ``extra_callbacks`` and Keras' loss curves."""
     from tfrs_diag import summary
     from tfrs_diag._keras import tf
     from tfrs_diag.callbacks import GradientStatistics
@@ -132,17 +133,22 @@ def _fit(model, train_ds, log_dir: str, *, epochs: int, every_n_steps: int, hist
     losses = tf.keras.callbacks.TensorBoard(log_dir, histogram_freq=0, write_graph=False, update_freq="epoch")
     start = time.perf_counter()
     history = model.fit(train_ds, epochs=epochs, verbose=2 if verbose else 0,
-                        callbacks=[_mean_loss_callback(), gradients, losses])
+                        callbacks=[_mean_loss_callback(), gradients, *extra_callbacks, losses])
     seconds = time.perf_counter() - start
-    summary.close_writer(log_dir)  # complete event files on disk, for TensorBoard and read_run
+    # Complete event files on disk, for TensorBoard and read_run.
+    summary.close_writer(log_dir)
+    summary.close_writer(log_dir, "validation")
     steps = gradients.last_stats["step"] if gradients.last_stats else 0
-    return TrainResult(model, history.history, gradients, log_dir, steps, seconds)
+    beyond = next((c for c in extra_callbacks if hasattr(c, "evaluator")), None)
+    return TrainResult(model, history.history, gradients, log_dir, steps, seconds, beyond)
 
 
 def train_retrieval(data, log_dir: str, *, epochs: int = 3, batch_size: int = 1024, embedding_dim: int = 32,
                     learning_rate: float = 0.1, seed: int = 0, every_n_steps: int = 100,
-                    histogram_every_n_steps: int = 1000, verbose: int = 1) -> TrainResult:
-    """Trains `tfrs_diag.models.TwoTowerModel` on ``data.train`` with gradient diagnostics.
+                    histogram_every_n_steps: int = 1000, verbose: int = 1,
+                    beyond_accuracy: bool = True) -> TrainResult:
+    """Trains `tfrs_diag.models.TwoTowerModel` on ``data.train`` with gradient diagnostics
+    and (``beyond_accuracy``) the top-K evaluation of `beyond_accuracy_callback` each epoch.
 
     The TFRS tutorial set-up: string ids through `StringLookup`, in-batch softmax,
     Adagrad. Statistics go to ``log_dir/train`` every ``every_n_steps`` steps.
@@ -154,8 +160,21 @@ def train_retrieval(data, log_dir: str, *, epochs: int = 3, batch_size: int = 10
     model = models.TwoTowerModel(data.users["user_id"], data.items["item_id"], embedding_dim=embedding_dim)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate))
     train_ds = models.retrieval_dataset(data.train, batch_size=batch_size, shuffle_seed=seed)
+    extra = [beyond_accuracy_callback(data, log_dir, verbose=verbose)] if beyond_accuracy else []
     return _fit(model, train_ds, log_dir, epochs=epochs, every_n_steps=every_n_steps,
-                histogram_every_n_steps=histogram_every_n_steps, verbose=verbose)
+                histogram_every_n_steps=histogram_every_n_steps, verbose=verbose, extra_callbacks=extra)
+
+
+def beyond_accuracy_callback(data, log_dir: str, *, k: Sequence[int] = (10, TOP_K), verbose: int = 1):
+    """`BeyondAccuracy` on the test split: accuracy, diversity, popularity bias, exposure and
+    per-user-group fairness every epoch, with the data set's groups and popularity."""
+    from tfrs_diag.callbacks import BeyondAccuracy
+
+    return BeyondAccuracy(log_dir, data.test, data.items["item_id"], k=tuple(min(x, data.num_items) for x in k),
+                          query_key="user_id", item_key="item_id", user_group_keys=("user_group",),
+                          user_group_names={"user_group": data.user_group_names},
+                          item_groups=data.items["item_category"], item_group_names=data.item_group_names,
+                          item_popularity=data.item_popularity, verbose=verbose)
 
 
 def retrieval_hit_rate(model, data, k: int = TOP_K, batch_size: int = 4096) -> float:
@@ -405,7 +424,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
              f"top-{k} hit rate on test: {hit_rate:.3f} (a random recommender: {k / data.num_items:.3f})",
              "", "== Gradients =="]
     lines += gradient_report(run, table_rows)
-    alerts = run.alerts()
+    if result.beyond_accuracy is not None and result.beyond_accuracy.history:
+        epoch, evaluation = result.beyond_accuracy.history[-1]
+        lines += ["", f"== Top-K evaluation on the test split (after epoch {epoch + 1}) =="]
+        lines += str(evaluation).splitlines()
+    validation_dir = os.path.join(os.path.abspath(run_dir), "validation")
+    alerts = run.alerts() + (summary.read_run(validation_dir).alerts() if os.path.isdir(validation_dir) else [])
     lines += ["", f"== Alerts ({len(alerts)}) =="]
     lines += [format_alert(a) for a in alerts] or ["no alerts"]
     lines += ["", "See the curves and histograms in TensorBoard:", f"  tensorboard --logdir {logdir}"]
