@@ -281,7 +281,7 @@ class TopKEvaluator:
             raise ValueError(f"candidate_embeddings has {cand.shape[0]} rows for {self.mapper.size} candidate ids")
         if self._step is None or self._step[0] is not query_tower:
             self._step = (query_tower, self._build_step(query_tower, cand if self.diversity_embeddings else None, q))
-        _, (step_fn, metrics) = self._step
+        _, (step_fn, metrics, result_fn) = self._step
         for m in metrics.values():
             m.reset_state()
         if self.diversity_embeddings:
@@ -292,7 +292,7 @@ class TopKEvaluator:
             groups = {key: tf.constant(q.groups[key][sl]) for key in self._user_group_keys}
             exclude = tf.constant(q.exclude[sl]) if q.exclude is not None else None
             step_fn(tf.constant(query_input[sl]), cand, tf.constant(q.positives[sl]), groups, exclude)
-        return collect_results(metrics, self.ks, q.group_names)
+        return collect_results(metrics, self.ks, q.group_names, result_fn)
 
     def _build_step(self, query_tower, item_embeddings, q: Queries):
         metrics = self._metrics(item_embeddings, q)
@@ -305,15 +305,21 @@ class TopKEvaluator:
                                exclude)
             return top.indices
 
-        return tf.function(step, reduce_retracing=True), metrics
+        results = tf.function(lambda: {key: m.result() for key, m in metrics.items()})
+        return tf.function(step, reduce_retracing=True), metrics, results
 
 def collect_results(metrics: Mapping[str, Any], ks: Sequence[int],
-                    group_names: Mapping[str, Sequence[str]]) -> EvaluationResult:
-    """Flattens the families' results into an `EvaluationResult` with group tables."""
+                    group_names: Mapping[str, Sequence[str]], result_fn=None) -> EvaluationResult:
+    """Flattens the families' results into an `EvaluationResult` with group tables.
+
+    ``result_fn`` (a traced ``lambda: {key: metric.result()}``) computes every result in
+    one call; eager `Metric.result` calls cost far more than the evaluation itself.
+    """
     flat: dict[str, float] = {}
     tables = {}
+    raw = result_fn() if result_fn is not None else {key: m.result() for key, m in metrics.items()}
     for key, m in metrics.items():
-        res = {k: float(v) for k, v in m.result().items()}
+        res = {k: float(v) for k, v in raw[key].items()}
         if not key.startswith("group:"):
             flat.update({k: v for k, v in res.items() if "/" not in k})
             continue
@@ -328,7 +334,7 @@ def collect_results(metrics: Mapping[str, Any], ks: Sequence[int],
         tables[gkey] = rows
     item_rows = []
     if "exposure" in metrics:
-        exp = {k: float(v) for k, v in metrics["exposure"].result().items()}
+        exp = {k: float(v) for k, v in raw["exposure"].items()}
         for g in metrics["exposure"].group_names:
             row = {"group": g, "relevant_share": exp[f"relevant_share/{g}"]}
             for k in ks:

@@ -132,13 +132,21 @@ class ItemDiversity(TopKMetric):
         top = self.check_top(top_indices)
         b = tf.cast(tf.shape(top)[0], tf.float32)
         count_rows, nov, ild = [], [], []
+        k_max = max(self.ks)
+        # Gather once for the largest K; every smaller K is a prefix.
+        info = tf.gather(self._info, top[:, :k_max]) if self._info is not None else None
+        if self._unit is not None:
+            emb = tf.gather(self._unit, top[:, :k_max])  # [B, K, d]
+            row_sq = tf.reduce_sum(tf.square(emb), axis=2)  # 1, or 0 for all-zero rows
         for k in self.ks:
             flat = tf.reshape(top[:, :k], [-1])
             count_rows.append(tf.math.unsorted_segment_sum(tf.ones_like(flat, tf.float32), flat, self.num_items))
-            nov.append(tf.reduce_sum(tf.gather(self._info, flat)) if self._info is not None else tf.constant(0.0))
+            nov.append(tf.reduce_sum(info[:, :k]) if info is not None else tf.constant(0.0))
             if self._unit is not None and k > 1:
-                pair_mean = intra_list_similarity_sum(top, self._unit, k) / (k * (k - 1) / 2.0)
-                ild.append(tf.reduce_sum(1.0 - pair_mean))
+                # sum_{i<j} cos = (||sum_i u_i||^2 - sum_i ||u_i||^2) / 2 (see intra_list_similarity_sum)
+                pairs = (tf.reduce_sum(tf.square(tf.reduce_sum(emb[:, :k], axis=1)), axis=1)
+                         - tf.reduce_sum(row_sq[:, :k], axis=1)) / 2.0
+                ild.append(tf.reduce_sum(1.0 - pairs / (k * (k - 1) / 2.0)))
             else:
                 ild.append(tf.constant(0.0))
         self.counts.assign_add(tf.stack(count_rows))
@@ -206,11 +214,12 @@ class PopularityBias(TopKMetric):
         b = tf.shape(top)[0]
         hits = hit_matrix(top, positives) if positives is not None else None
         arp, aplt, rec, hit = [], [], [], []
+        k_max = max(self.ks)
+        phi, tail, group_of = (tf.gather(x, top[:, :k_max]) for x in (self._phi, self._tail, self._group_of))
         for k in self.ks:
-            t = top[:, :k]
-            arp.append(tf.reduce_sum(tf.reduce_mean(tf.gather(self._phi, t), axis=1)))
-            aplt.append(tf.reduce_sum(tf.reduce_mean(tf.gather(self._tail, t), axis=1)))
-            groups = tf.reshape(tf.gather(self._group_of, t), [-1])
+            arp.append(tf.reduce_sum(tf.reduce_mean(phi[:, :k], axis=1)))
+            aplt.append(tf.reduce_sum(tf.reduce_mean(tail[:, :k], axis=1)))
+            groups = tf.reshape(group_of[:, :k], [-1])
             rec.append(tf.math.unsorted_segment_sum(tf.ones_like(groups, tf.float32), groups, 2))
             if hits is not None:
                 hit.append(tf.math.unsorted_segment_sum(tf.reshape(hits[:, :k], [-1]), groups, 2))

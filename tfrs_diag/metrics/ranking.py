@@ -36,9 +36,32 @@ def discounts(k: int) -> tf.Tensor:
     return tf.constant([1.0 / math.log2(r + 1) for r in range(1, k + 1)], tf.float32)
 
 
+class _LastCall:
+    """One-slot memo keyed on tensor identity: the metric families of one evaluation step
+    receive the same `top_indices`/`positives` tensors, so the [B, K, P] comparison and the
+    per-query terms are built once per step instead of once per family."""
+
+    def __init__(self, fn):
+        self._fn = fn
+        self._key = None
+        self._value = None
+
+    def __call__(self, top, positives, *extra):
+        key = (top.ref(), positives.ref(), extra)
+        if key != self._key:
+            self._value = self._fn(top, positives, *extra)
+            self._key = key
+        return self._value
+
+
 def hit_matrix(top_indices: tf.Tensor, positives: tf.Tensor) -> tf.Tensor:
     """[B, K] float: 1 where the item at that rank is one of the query's positives."""
-    pos = tf.cast(positives, tf.int32)
+    return _hit_matrix(tf.cast(top_indices, tf.int32), tf.cast(positives, tf.int32))
+
+
+@_LastCall
+def _hit_matrix(top_indices, positives):
+    pos = positives
     valid = pos >= 0
     match = tf.equal(tf.cast(top_indices, tf.int32)[:, :, None], tf.where(valid, pos, PAD - 10)[:, None, :])
     return tf.cast(tf.reduce_any(match, axis=2), tf.float32)
@@ -51,10 +74,15 @@ def accuracy_terms(top_indices: tf.Tensor, positives: tf.Tensor, ks: Sequence[in
     ``"valid"`` ([B] bool, queries with a positive in the candidate set),
     ``"num_relevant"`` ([B]) and ``"missing"`` ([B], positives not in the candidates).
     """
-    pos = tf.cast(positives, tf.int32)
+    return _accuracy_terms(tf.cast(top_indices, tf.int32), tf.cast(positives, tf.int32), tuple(ks))
+
+
+@_LastCall
+def _accuracy_terms(top_indices, positives, ks) -> dict:
+    pos = positives
     num_relevant = tf.reduce_sum(tf.cast(pos >= 0, tf.float32), axis=1)
     missing = tf.reduce_sum(tf.cast(tf.equal(pos, MISSING), tf.float32), axis=1)
-    hits = hit_matrix(top_indices, pos)
+    hits = _hit_matrix(top_indices, pos)
     k_max = max(ks)
     disc = discounts(k_max)
     denom = tf.maximum(num_relevant, 1.0)
