@@ -306,7 +306,10 @@ class GradientCapture:
         with tf.name_scope(_SCOPE):
             grads = [g for g, _ in keep]
             variables = [v for _, v in keep]
-            new_grads, after = self._record(grads, variables, local)
+            # The statistics have no Python control flow on tensors (tf.cond is explicit),
+            # so AutoGraph conversion would only add tracing time.
+            record = tf.autograph.experimental.do_not_convert(self._record)
+            new_grads, after = record(grads, variables, local)
         if self.sanitize_nonfinite:
             it = iter(new_grads)
             pairs_all = [(next(it), v) if (g is not None and v.dtype.is_floating) else (g, v) for g, v in pairs_all]
