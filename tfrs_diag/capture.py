@@ -385,7 +385,9 @@ class GradientCapture:
             return rows if rows else [tf.zeros([0])]
 
         def skip_before():
-            rows = [tf.zeros_like(tf.cast(dedup[i].values, variables[i].dtype)) for i in sparse_ids]
+            # Zero rows: TF2 cond outputs may differ in shape, and this branch runs every step.
+            rows = [tf.zeros(tf.concat([[0], tf.shape(dedup[i].values)[1:]], 0), variables[i].dtype)
+                    for i in sparse_ids]
             return rows if rows else [tf.zeros([0])]
 
         rows_before = tf.cond(snapshot, before_snapshot, skip_before)
@@ -393,7 +395,7 @@ class GradientCapture:
 
         def after():
             def take_snapshot():
-                row_ratios = []
+                row_ratios, row_norms_now = [], []
                 for k, i in enumerate(sparse_ids):
                     d = dedup[i]
                     before = tf.cast(rows_before[k], tf.float32)
@@ -402,11 +404,17 @@ class GradientCapture:
                     # ||dw|| / ||w|| over the rows this step touched, before the update.
                     row_ratios.append(_ratio(tf.sqrt(2.0 * tf.nn.l2_loss((now - before) * mask)),
                                              tf.sqrt(2.0 * tf.nn.l2_loss(before * mask))))
+                    row_norms_now.append(tf.sqrt(2.0 * tf.nn.l2_loss(now * mask)))
                 cols = []
                 for t, g, d, v in zip(tracked, grads, dedup, variables):
                     vals = d.values if d is not None else g
-                    w = tf.cast(v, tf.float32)
-                    w_norm = tf.sqrt(2.0 * tf.nn.l2_loss(w))
+                    if t.sparse:
+                        # A dense read of a table after a sparse update copies the whole
+                        # table (copy-on-read): embeddings report the touched rows' norm.
+                        w_norm = row_norms_now[t.sparse_index]
+                    else:
+                        w = tf.cast(v, tf.float32)
+                        w_norm = tf.sqrt(2.0 * tf.nn.l2_loss(w))
                     if t.index in s.prev:
                         prev = s.prev[t.index]
                         ratio = _ratio(tf.sqrt(2.0 * tf.nn.l2_loss(w - prev)), tf.sqrt(2.0 * tf.nn.l2_loss(prev)))

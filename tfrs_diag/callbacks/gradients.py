@@ -102,6 +102,7 @@ class GradientStatistics(tf.keras.callbacks.Callback):
         self._next_read = 0
         self._epoch: int | None = None
         self.last_stats: dict[str, Any] | None = None
+        self._traced = None  # (key, train function traced with the capture)
         self.stopped_at_step: int | None = None
 
     @property
@@ -124,8 +125,14 @@ class GradientStatistics(tf.keras.callbacks.Callback):
                 "steps_per_execution (a multiple of it keeps the cadence exact).")
         self.capture.attach(model)
         # fit() made its train function before on_train_begin; make it again so the
-        # traced step includes the capture.
-        model.train_function = model.make_train_function(force=True)
+        # traced step includes the capture, or reuse the one traced for the last fit
+        # with this callback when nothing it depends on has changed (tracing ~1 s).
+        key = self._train_function_key(model)
+        if self._traced is not None and self._traced[0] == key:
+            model.train_function = self._traced[1]
+        else:
+            model.train_function = model.make_train_function(force=True)
+            self._traced = (key, model.train_function)
         self._steps_before_fit = self.capture.read()["step"] if self.capture.state is not None else 0
         self._epoch_base = self._seen = 0
         self._next_read = self._steps_before_fit + self.every_n_steps
@@ -153,11 +160,23 @@ class GradientStatistics(tf.keras.callbacks.Callback):
 
     # ------------------------------------------------------------ host work
 
+    @staticmethod
+    def _train_function_key(model):
+        try:
+            variables = tuple(id(v) for v in model.trainable_variables)
+        except ValueError:  # an unbuilt Sequential tower: its weights come with the first step
+            variables = None
+        return (id(model), id(model.optimizer), _steps_per_execution(model),
+                bool(getattr(model, "_jit_compile", False)), variables)
+
     def _finish(self):
         S.writer_for(self.log_dir, self.run).flush()
         self.capture.detach()
         if self.model is not None:
-            # The cached train function holds the capture; the next fit makes a clean one.
+            if self._traced is not None and self.model.train_function is self._traced[1]:
+                # Keyed now that the model is built, for reuse by the next fit with this callback.
+                self._traced = (self._train_function_key(self.model), self._traced[1])
+            # The cached train function holds the capture; a fit without it makes a clean one.
             self.model.train_function = None
 
     def _handle_nonfinite_stop(self):
