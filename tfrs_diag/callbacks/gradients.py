@@ -72,6 +72,8 @@ class GradientStatistics(tf.keras.callbacks.Callback):
                  vanishing_ratio: float = 1e-5, vanishing_window: int = 3, histograms: bool = True,
                  verbose: int = 1, run: str = "train"):
         super().__init__()
+        # The hooks never read `logs`: Keras need not convert them to numpy every step.
+        self._supports_tf_logs = True
         if on_nonfinite not in _ON_NONFINITE:
             raise ValueError(f"on_nonfinite must be one of {_ON_NONFINITE}, got {on_nonfinite!r}")
         if not 0 < vanishing_ratio < 1:
