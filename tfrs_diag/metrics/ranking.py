@@ -61,10 +61,14 @@ def hit_matrix(top_indices: tf.Tensor, positives: tf.Tensor) -> tf.Tensor:
 
 @_LastCall
 def _hit_matrix(top_indices, positives):
-    pos = positives
-    valid = pos >= 0
-    match = tf.equal(tf.cast(top_indices, tf.int32)[:, :, None], tf.where(valid, pos, PAD - 10)[:, None, :])
-    return tf.cast(tf.reduce_any(match, axis=2), tf.float32)
+    # Binary search in each query's sorted positives: O(B K log P) rather than the
+    # O(B K P) all-pairs comparison (P reaches hundreds for heavy users).
+    top = tf.cast(top_indices, tf.int32)
+    pos = tf.where(positives >= 0, positives, tf.int32.max)  # pads and missing sort last, never match
+    sorted_pos = tf.sort(pos, axis=1)
+    at = tf.minimum(tf.searchsorted(sorted_pos, top, side="left"), tf.shape(sorted_pos)[1] - 1)
+    found = tf.gather(sorted_pos, at, batch_dims=1)
+    return tf.cast(tf.equal(found, top), tf.float32)
 
 
 def accuracy_terms(top_indices: tf.Tensor, positives: tf.Tensor, ks: Sequence[int]) -> dict:
