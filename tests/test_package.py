@@ -54,3 +54,20 @@ def test_docstring_examples_run(module):
 
 def test_version_is_exposed():
     assert tfrs_diag.__version__.count(".") == 2
+
+
+def test_alert_log_fires_once_per_condition_and_records_when_it_clears(tmp_path, capsys):
+    from tfrs_diag import summary
+
+    log = summary.AlertLog(str(tmp_path), echo=True)
+    alert = summary.Alert("fairness_gap", "warning", 10, 0, "user_group=minority", "Try reweighting.")
+    assert log.fire(alert) is True
+    assert log.fire(summary.Alert("fairness_gap", "warning", 20, 1, "user_group=minority", "Try reweighting."))\
+        is False  # still firing: deduplicated
+    assert log.clear("fairness_gap", "user_group=minority", 30, 2) is True
+    assert log.clear("fairness_gap", "user_group=minority", 40, 3) is False
+    assert log.fire(summary.Alert("fairness_gap", "warning", 50, 4, "user_group=minority", "Try reweighting."))
+    records = summary.read_run(str(tmp_path / "train")).alerts()
+    assert [(r["step"], r["status"]) for r in records] == [(10, "firing"), (30, "cleared"), (50, "firing")]
+    assert records[1]["evidence"]["fired_at_step"] == 10
+    assert capsys.readouterr().out.count("fairness_gap") == 3  # printed once per record

@@ -265,7 +265,8 @@ class AlertLog:
             return False
         cleared = dataclasses.replace(
             alert, step=int(step), epoch=epoch, status="cleared", severity="info",
-            evidence={**alert.evidence, "fired_at_step": alert.step},
+            message=f"The condition no longer holds (it fired at step {alert.step}).",
+            evidence={**alert.evidence, "fired_at_step": alert.step, "fired_message": alert.message},
         )
         self._emit(cleared)
         return True
