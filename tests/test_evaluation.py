@@ -1,6 +1,5 @@
 """evaluate(), BeyondAccuracy and FactorizedTopKMetrics on planted effects and bad input."""
 
-import warnings
 
 import numpy as np
 import pytest

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import tfrs_diag
 from tfrs_diag import datasets, models, summary
 from tfrs_diag.callbacks import GradientStatistics, NonFiniteGradientError
 from tfrs_diag.capture import EMBEDDING_COLUMNS, SNAPSHOT_COLUMNS

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import warnings
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -99,7 +98,7 @@ class EvaluationResult(Mapping[str, float]):
 # ------------------------------------------------------------------ inputs
 
 
-def _tower(model, names, role):
+def _tower(model, names):
     for n in names:
         tower = getattr(model, n, None)
         if tower is not None:
@@ -262,7 +261,7 @@ class TopKEvaluator:
 
     def candidate_embeddings(self, model, candidate_model=None) -> tf.Tensor:
         """Embeddings of every candidate, computed once per evaluation (in chunks)."""
-        tower = candidate_model or _tower(model, _CANDIDATE_TOWERS, "candidate")
+        tower = candidate_model or _tower(model, _CANDIDATE_TOWERS)
         if tower is None:
             raise ValueError("candidate_model: pass the candidate tower (or candidate_embeddings) when the "
                              "model has no item_model/candidate_model attribute")
@@ -272,7 +271,7 @@ class TopKEvaluator:
     def run(self, model_or_query_tower, candidate_model=None, candidate_embeddings=None) -> EvaluationResult:
         """Evaluates ``model_or_query_tower`` (a TFRS model with towers, or a query tower)."""
         model = model_or_query_tower
-        query_tower = _tower(model, _QUERY_TOWERS, "query") or model
+        query_tower = _tower(model, _QUERY_TOWERS) or model
         q = self.queries(model)
         if candidate_embeddings is None:
             candidate_embeddings = self.candidate_embeddings(model, candidate_model)

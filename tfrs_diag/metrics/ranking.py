@@ -26,7 +26,7 @@ from typing import Sequence
 
 from tfrs_diag._keras import tf
 from tfrs_diag.metrics._base import TopKMetric
-from tfrs_diag.metrics.topk import MISSING, PAD
+from tfrs_diag.metrics.topk import MISSING
 
 ACCURACY_NAMES = ("recall", "ndcg", "mrr", "hit_rate")
 
