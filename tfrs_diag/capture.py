@@ -342,9 +342,15 @@ class GradientCapture:
             s.overflow_count.assign_add(tf.cast(tf.reduce_any(bad) & overflow, tf.int64))
             bad = bad & tf.logical_not(overflow)
         any_bad = tf.reduce_any(bad)
-        s.nonfinite_first.assign(tf.where(bad & (s.nonfinite_first < 0), step, s.nonfinite_first))
-        s.nonfinite_count.assign_add(tf.cast(bad, tf.int64))
-        s.nonfinite_last_step.assign(tf.where(any_bad, step, s.nonfinite_last_step))
+
+        def record_nonfinite():
+            s.nonfinite_first.assign(tf.where(bad & (s.nonfinite_first < 0), step, s.nonfinite_first))
+            s.nonfinite_count.assign_add(tf.cast(bad, tf.int64))
+            s.nonfinite_last_step.assign(step)
+            return tf.constant(True)
+
+        # Rare path: three variable updates only on steps that have something to record.
+        tf.cond(any_bad, record_nonfinite, lambda: tf.constant(False))
         s.last_sumsq.assign(sumsq)
         s.global_norm.assign(tf.sqrt(tf.reduce_sum(sumsq)))
 
@@ -358,8 +364,13 @@ class GradientCapture:
         ratio_log = log_norm - median
         exploding = warm & finite & (ratio_log > math.log10(cfg.exploding_factor))
         newly = exploding & (s.exploding_first < 0)
-        s.exploding_first.assign(tf.where(newly, step, s.exploding_first))
-        s.exploding_ratio.assign(tf.where(newly, tf.pow(10.0, ratio_log), s.exploding_ratio))
+
+        def record_exploding():
+            s.exploding_first.assign(tf.where(newly, step, s.exploding_first))
+            s.exploding_ratio.assign(tf.where(newly, tf.pow(10.0, ratio_log), s.exploding_ratio))
+            return tf.constant(True)
+
+        tf.cond(tf.reduce_any(newly), record_exploding, lambda: tf.constant(False))
         all_finite = tf.reduce_all(finite)
         slot = tf.cast(s.finite_steps % window, tf.int32)
         row_mask = tf.cast(tf.equal(tf.range(window), slot) & all_finite, tf.float32)[:, None]
