@@ -28,34 +28,18 @@ mean training rating.
 
 from __future__ import annotations
 
-import argparse
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2: set before TensorFlow loads
 
 import numpy as np  # noqa: E402
 
-from tfrs_diag.cli import UsageError, check_logdir, load_data, ranking_rmse, train_ranking  # noqa: E402
+from tfrs_diag.cli import example_setup, ranking_rmse, train_ranking  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Trains, evaluates and prints; returns the metrics as a dict."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", help="MovieLens-100k directory; default: synthetic data")
-    parser.add_argument("--num-interactions", type=int, help="size of the synthetic data (default 40000)")
-    parser.add_argument("--logdir", default="logs/ranking", help="TensorBoard log directory")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--embedding-dim", type=int, default=16)
-    parser.add_argument("--every-n-steps", type=int, default=10, help="cadence of the gradient statistics")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    try:
-        check_logdir(args.logdir)
-        data = load_data(args.data_dir, num_interactions=args.num_interactions, seed=args.seed)
-    except UsageError as e:
-        parser.error(str(e))
-    print(data.describe())
+    args, data = example_setup(argv, __doc__.splitlines()[0], logdir="logs/ranking", embedding_dim=16)
 
     result = train_ranking(data, args.logdir, epochs=args.epochs, batch_size=args.batch_size,
                            embedding_dim=args.embedding_dim, seed=args.seed, every_n_steps=args.every_n_steps)

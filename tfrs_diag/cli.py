@@ -233,6 +233,32 @@ def ranking_rmse(model, interactions, batch_size: int = 4096) -> float:
     return float(model.evaluate(ds, return_dict=True, verbose=0)["root_mean_squared_error"])
 
 
+def example_setup(argv, description: str, *, logdir: str, embedding_dim: int):
+    """Parses the examples' shared options and loads their data: ``(args, data)``.
+
+    Options: ``--data-dir``, ``--num-interactions``, ``--logdir``, ``--epochs``,
+    ``--batch-size``, ``--embedding-dim``, ``--every-n-steps``, ``--seed``; bad input
+    exits with a one-line argparse error naming the option.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data-dir", help="MovieLens-100k directory; default: synthetic data")
+    parser.add_argument("--num-interactions", type=int, help="size of the synthetic data (default 40000)")
+    parser.add_argument("--logdir", default=logdir, help="TensorBoard log directory")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--embedding-dim", type=int, default=embedding_dim)
+    parser.add_argument("--every-n-steps", type=int, default=10, help="cadence of the gradient statistics")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        check_logdir(args.logdir)
+        data = load_data(args.data_dir, num_interactions=args.num_interactions, seed=args.seed)
+    except UsageError as e:
+        parser.error(str(e))
+    print(data.describe())
+    return args, data
+
+
 # ======================================================================= reading a run back
 
 

@@ -143,6 +143,16 @@ class RecDataset:
         """Train plus test interactions."""
         return len(self.train["user_id"]) + len(self.test["user_id"])
 
+    @classmethod
+    def from_splits(cls, train: dict, test: dict, users: dict, items: dict, *,
+                    user_group_names: tuple[str, ...], item_group_names: tuple[str, ...],
+                    name: str) -> "RecDataset":
+        """Builds a data set whose popularity and head/tail split derive from ``train``."""
+        popularity, is_head = popularity_and_head(train["item_index"], len(items["item_id"]))
+        return cls(train=train, test=test, users=users, items=items, item_popularity=popularity,
+                   item_is_head=is_head, user_group_names=user_group_names, item_group_names=item_group_names,
+                   name=name)
+
     def describe(self) -> str:
         """A few lines: sizes, sparsity, groups, categories and popularity skew."""
         n_train, n_test = len(self.train["user_id"]), len(self.test["user_id"])

@@ -16,7 +16,6 @@ from tfrs_diag.datasets._types import (
     RecDataset,
     denormalise,
     per_user_test_counts,
-    popularity_and_head,
     split_rows,
 )
 
@@ -116,14 +115,11 @@ def movielens_100k(
     if len(train["user_id"]) == 0:
         raise ValueError(f"min_rating={min_rating} leaves no training interactions")
 
-    popularity, is_head = popularity_and_head(train["item_index"], len(items["item_id"]))
-    return RecDataset(
-        train=train,
-        test=test,
-        users=users,
-        items=items,
-        item_popularity=popularity,
-        item_is_head=is_head,
+    return RecDataset.from_splits(
+        train,
+        test,
+        users,
+        items,
         user_group_names=GENDERS,
         item_group_names=genre_names,
         name="movielens-100k" if min_rating is None else f"movielens-100k(rating>={min_rating:g})",

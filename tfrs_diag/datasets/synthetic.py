@@ -18,7 +18,6 @@ from tfrs_diag.datasets._types import (
     RecDataset,
     denormalise,
     per_user_test_counts,
-    popularity_and_head,
     split_rows,
 )
 
@@ -166,14 +165,11 @@ def synthetic(
     # Shuffled rows: sampled rows come grouped by user, which would make unshuffled batches single-user.
     train, test = split_rows(rows, is_test, rng.permutation(len(user_index)))
 
-    popularity, is_head = popularity_and_head(train["item_index"], num_items)
-    return RecDataset(
-        train=train,
-        test=test,
-        users=users,
-        items=items,
-        item_popularity=popularity,
-        item_is_head=is_head,
+    return RecDataset.from_splits(
+        train,
+        test,
+        users,
+        items,
         user_group_names=USER_GROUP_NAMES,
         item_group_names=tuple(f"cat{c}" for c in range(num_categories)),
         name=f"synthetic(seed={seed})",

@@ -120,9 +120,12 @@ class FactorizedTopKMetrics(tfrs.metrics.Factorized):
                 self._cand = tf.Variable(tf.zeros([len(self._ids), dim]), trainable=False, name="candidate_cache")
         # Candidate embeddings are fixed within one evaluation: compute them on its first
         # batch and reuse them (FactorizedTopK re-streams every candidate each batch).
-        cand = tf.cond(self._fresh, lambda: tf.identity(self._cand),
-                       lambda: tf.cast(self.candidate_model(self._ids), tf.float32))
-        self._cand.assign(cand)
+        def compute():
+            emb = tf.cast(self.candidate_model(self._ids), tf.float32)
+            self._cand.assign(emb)
+            return emb
+
+        cand = tf.cond(self._fresh, lambda: tf.identity(self._cand), compute)
         self._fresh.assign(True)
         top = top_k(query_embeddings, cand, max(self.ks))
         if true_candidate_ids is not None:
