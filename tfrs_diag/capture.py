@@ -12,11 +12,14 @@ capture owns (not the model: checkpoints and `restore_best` never see them). The
 reads them every N steps. Nothing in the step calls back into Python, writes summaries
 or uses string ops, so it compiles under ``jit_compile=True`` and runs on TPUs.
 
-Per step (cheap, vector-sized): each variable's squared gradient norm, a finiteness
-check, the first non-finite step per variable, a running median of log-norms for the
+Every step runs a short fixed sequence of kernels (step time follows their number, not
+their FLOPs): each variable's squared gradient norm (the global norm goes to the Keras
+logs), a finiteness test, the comparison with a running median of log-norms for the
 exploding-gradient detector, and (two or more replicas) the gradient noise scale terms.
-Every ``every_n_steps``: max |g|, zero fraction, weight norm, update/weight ratio and
-embedding row statistics. Every ``histogram_every_n_steps``: value histograms of that
+A `tf.cond` branch runs only on steps with something to record: which variables went
+non-finite and when, the first exploding step per variable, and every
+``every_n_steps`` a snapshot (max |g|, zero fraction, weight norm, update/weight ratio,
+embedding row statistics). Every ``histogram_every_n_steps``: value histograms of that
 one step (a snapshot, not accumulated over the interval).
 
 >>> capture = GradientCapture(every_n_steps=10)   # doctest: +SKIP
@@ -91,6 +94,26 @@ def _unique(names: Sequence[str]) -> list[str]:
     return out
 
 
+def _rare_cond(pred, true_fn, false_fn, lower: bool):
+    """`tf.cond` for a branch that is rarely taken.
+
+    TensorFlow lowers a cond to Switch/Merge nodes so that its branches run inline;
+    the untaken branch then still costs the executor a visit per node on every step.
+    Keeping the functional ``If`` (``lower=False``) costs one kernel that runs only the
+    taken branch. XLA compiles the cond either way.
+    """
+    graph = tf.compat.v1.get_default_graph()
+    before = len(graph.get_operations())
+    out = tf.cond(pred, true_fn, false_fn)
+    if not lower:
+        from tensorflow.core.framework import attr_value_pb2  # noqa: PLC0415
+
+        for op in graph.get_operations()[before:]:
+            if op.type in ("If", "StatelessIf"):
+                op._set_attr("_lower_using_switch_merge", attr_value_pb2.AttrValue(b=False))
+    return out
+
+
 def _ratio(update_norm, weight_norm):
     """||dw|| / ||w||; NaN where the weights were all zero (a fresh bias): undefined."""
     return tf.where(weight_norm > 0, update_norm / tf.maximum(weight_norm, 1e-30), float("nan"))
@@ -114,13 +137,11 @@ class _State:
 
         with tf.name_scope(_SCOPE):
             self.step = var(0, "step", tf.int64)
-            self.global_norm = var(0.0, "global_norm")
             self.last_sumsq = var(np.zeros([v_count]), "last_sumsq")
             self.nonfinite_first = var(np.full([v_count], -1), "nonfinite_first_step", tf.int64)
             self.nonfinite_count = var(np.zeros([v_count]), "nonfinite_count", tf.int64)
             self.nonfinite_last_step = var(-1, "nonfinite_last_step", tf.int64)
-            self.log_norm_window = var(np.zeros([cfg.exploding_window, v_count]), "log_norm_window")
-            self.finite_steps = var(0, "finite_steps", tf.int64)
+            self.log_norm_window = var(np.zeros([v_count, cfg.exploding_window]), "log_norm_window")
             self.overflow_count = var(0, "loss_scale_overflow_steps", tf.int64)
             self.exploding_first = var(np.full([v_count], -1), "exploding_first_step", tf.int64)
             self.exploding_ratio = var(np.zeros([v_count]), "exploding_ratio")
@@ -134,8 +155,11 @@ class _State:
             self.prev = {}
             for t, w in zip(tracked, weights):
                 if t.update_ratio and not t.sparse:
+                    # Starts as the weights before the first step; afterwards refreshed on
+                    # the step before each snapshot.
                     self.prev[t.index] = tf.Variable(
-                        tf.zeros(t.shape, tf.float32), trainable=False, name=f"prev_{t.index}", **sync)
+                        lambda w=w: tf.cast(w.read_value(), tf.float32), trainable=False, name=f"prev_{t.index}",
+                        **sync)
             self.noise = None
             if num_replicas > 1:
                 # [EMA of |G|^2 estimate, EMA of tr(Sigma) estimate, updates so far, last B_small]
@@ -187,6 +211,7 @@ class GradientCapture:
         self._optimizer = None
         self._tls = threading.local()
         self._read_fn = None
+        self._xla = False
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ wiring
@@ -214,6 +239,8 @@ class GradientCapture:
             return
         self._model, self._optimizer = model, optimizer
         self.num_replicas = int(model.distribute_strategy.num_replicas_in_sync)
+        # XLA (jit_compile, TPUs) cannot compile tf.unique; plain graphs prefer it.
+        self._xla = bool(getattr(model, "_jit_compile", False)) or "TPU" in type(model.distribute_strategy).__name__
         original_apply = optimizer.apply_gradients
         original_train_step = model.train_step
         capture = self
@@ -222,11 +249,14 @@ class GradientCapture:
             return capture._apply(original_apply, grads_and_vars, args, kwargs)
 
         def train_step(data):
-            capture._tls.batch_size = tf.shape(tf.nest.flatten(data)[0])[0]
+            if capture.num_replicas > 1:  # only the noise scale needs the batch size
+                capture._tls.batch_size = tf.shape(tf.nest.flatten(data)[0])[0]
+            capture._tls.global_norm = None
             logs = original_train_step(data)
-            if isinstance(logs, dict) and capture.state is not None:
+            norm = capture._tls.global_norm
+            if isinstance(logs, dict) and norm is not None:
                 logs = dict(logs)
-                logs["grad_norm"] = capture.state.global_norm.read_value()
+                logs["grad_norm"] = norm
             return logs
 
         # Instance attributes shadow the bound methods; object.__setattr__ keeps Keras'
@@ -321,61 +351,58 @@ class GradientCapture:
         return result
 
     def _record(self, grads, variables, local_grads):
+        """Per-step statistics: a short fixed sequence of kernels on every step.
+
+        Step time follows the number of kernels the executor runs, not their FLOPs, so
+        every step does only: squared norms, a finiteness test, the exploding-gradient
+        comparison against a running median and the cadence tests. The rest sits in two
+        `tf.cond` branches taken only on steps with something to record:
+
+        - before the update, on a non-finite or exploding step: which variables and
+          when. It reads no model variable, so it never delays the optimizer;
+        - after the update, on snapshot steps (and the step before each, to keep a copy
+          of dense weights for ||dw||/||w||) and histogram steps.
+        """
         s, cfg = self.state, self
         tracked = self.tracked
         step = s.step.assign_add(1)
-        dedup = [G.deduplicate_rows(g) if t.sparse else None for g, t in zip(grads, tracked)]
-        sumsq = tf.stack([G.sum_of_squares(d if d is not None else g) for g, d in zip(grads, dedup)])
+        norms = [self._sum_of_squares(g, v) for g, v in zip(grads, variables)]
+        sumsq = tf.stack([n[0] for n in norms])
+        touched = [n[1] for n in norms]  # sparse: (row ids, valid, rows before the update)
         finite_sq = tf.math.is_finite(sumsq)
+        self._tls.global_norm = tf.sqrt(tf.reduce_sum(sumsq))
 
-        def exact_finite():
-            # Only reached when a sum of squares is non-finite: it may be an overflow of
-            # large but finite values, so look at the values themselves.
-            return tf.stack([G.all_finite(g.values if isinstance(g, tf.IndexedSlices) else g) for g in grads])
+        # Exploding: log10 norm vs the median of the last `window` steps. A non-finite
+        # step enters the window as the median itself, so it moves nothing.
+        window = cfg.exploding_window
+        log_norm = tf.minimum(tf.math.log(tf.maximum(sumsq, 1e-38)) * (0.5 / math.log(10.0)), 39.0)
+        history = s.log_norm_window.read_value()  # [variables, window]
+        # The (window // 2 + 1)-th largest is the median for an odd window.
+        median = tf.math.top_k(history, k=window // 2 + 1, sorted=True).values[:, -1]
+        ratio_log = log_norm - median
+        over = (ratio_log > math.log10(cfg.exploding_factor)) & (step > window)
+        s.log_norm_window.assign(tf.concat([history[:, 1:], tf.where(finite_sq, log_norm, median)[:, None]], 1))
 
-        finite = tf.cond(tf.reduce_all(finite_sq), lambda: finite_sq, exact_finite)
-        bad = tf.logical_not(finite)
-        overflow = self._expected_overflow()
-        if overflow is not None:
-            # A dynamic LossScaleOptimizer skips such steps and lowers its scale: expected,
-            # so counted apart. Once the scale is down to 1 they are real again.
-            s.overflow_count.assign_add(tf.cast(tf.reduce_any(bad) & overflow, tf.int64))
-            bad = bad & tf.logical_not(overflow)
-        any_bad = tf.reduce_any(bad)
-
-        def record_nonfinite():
+        def rare_step():
+            finite = tf.stack([G.all_finite(g.values if isinstance(g, tf.IndexedSlices) else g) for g in grads])
+            bad = tf.logical_not(finite)
+            overflow = self._expected_overflow()
+            if overflow is not None:
+                # A dynamic LossScaleOptimizer skips such steps and lowers its scale:
+                # expected, so counted apart. Once the scale is down to 1 they are real.
+                s.overflow_count.assign_add(tf.cast(tf.reduce_any(bad) & overflow, tf.int64))
+                bad = bad & tf.logical_not(overflow)
             s.nonfinite_first.assign(tf.where(bad & (s.nonfinite_first < 0), step, s.nonfinite_first))
             s.nonfinite_count.assign_add(tf.cast(bad, tf.int64))
-            s.nonfinite_last_step.assign(step)
-            return tf.constant(True)
-
-        # Rare path: three variable updates only on steps that have something to record.
-        tf.cond(any_bad, record_nonfinite, lambda: tf.constant(False))
-        s.last_sumsq.assign(sumsq)
-        s.global_norm.assign(tf.sqrt(tf.reduce_sum(sumsq)))
-
-        # Exploding: norm vs the median of the previous `window` steps, in log10. Steps
-        # with non-finite values are left out of both (they have their own alert).
-        log_norm = tf.minimum(0.5 * tf.math.log(tf.maximum(sumsq, 1e-38)) / math.log(10.0), 39.0)
-        window = cfg.exploding_window
-        history = s.log_norm_window.read_value()
-        median = tf.sort(history, axis=0)[window // 2]
-        warm = s.finite_steps >= window
-        ratio_log = log_norm - median
-        exploding = warm & finite & (ratio_log > math.log10(cfg.exploding_factor))
-        newly = exploding & (s.exploding_first < 0)
-
-        def record_exploding():
+            s.nonfinite_last_step.assign(tf.where(tf.reduce_any(bad), step, s.nonfinite_last_step))
+            s.last_sumsq.assign(sumsq)
+            newly = over & finite & (s.exploding_first < 0)
             s.exploding_first.assign(tf.where(newly, step, s.exploding_first))
             s.exploding_ratio.assign(tf.where(newly, tf.pow(10.0, ratio_log), s.exploding_ratio))
-            return tf.constant(True)
+            return bad
 
-        tf.cond(tf.reduce_any(newly), record_exploding, lambda: tf.constant(False))
-        all_finite = tf.reduce_all(finite)
-        slot = tf.cast(s.finite_steps % window, tf.int32)
-        row_mask = tf.cast(tf.equal(tf.range(window), slot) & all_finite, tf.float32)[:, None]
-        s.log_norm_window.assign(history * (1.0 - row_mask) + row_mask * log_norm[None, :])
-        s.finite_steps.assign_add(tf.cast(all_finite, tf.int64))
+        rare = tf.logical_not(tf.reduce_all(finite_sq)) | tf.reduce_any(over)
+        bad = _rare_cond(rare, rare_step, lambda: tf.zeros([len(tracked)], tf.bool), lower=self._xla)
 
         if s.noise is not None and local_grads is not None:
             self._record_noise(local_grads, sumsq)
@@ -384,79 +411,103 @@ class GradientCapture:
         if cfg.sanitize_nonfinite:
             new_grads = [self._zero_if(bad[i], g) for i, g in enumerate(grads)]
 
-        snapshot = tf.equal(step % cfg.every_n_steps, 0)
-        histogram = tf.equal(step % cfg.histogram_every_n_steps, 0)
-        sparse_ids = [i for i, t in enumerate(tracked) if t.sparse]
-
-        def before_snapshot():
-            for t, v in zip(tracked, variables):
-                if t.index in s.prev:
-                    s.prev[t.index].assign(tf.cast(v, tf.float32))
-            rows = [tf.gather(variables[i], dedup[i].indices) for i in sparse_ids]
-            return rows if rows else [tf.zeros([0])]
-
-        def skip_before():
-            # Zero rows: TF2 cond outputs may differ in shape, and this branch runs every step.
-            rows = [tf.zeros(tf.concat([[0], tf.shape(dedup[i].values)[1:]], 0), variables[i].dtype)
-                    for i in sparse_ids]
-            return rows if rows else [tf.zeros([0])]
-
-        rows_before = tf.cond(snapshot, before_snapshot, skip_before)
-        tf.cond(histogram, lambda: self._histograms(step, grads, dedup), lambda: tf.constant(False))
-
         def after():
-            def take_snapshot():
-                row_ratios, row_norms_now = [], []
-                for k, i in enumerate(sparse_ids):
-                    d = dedup[i]
-                    before = tf.cast(rows_before[k], tf.float32)
-                    now = tf.cast(tf.gather(variables[i], d.indices), tf.float32)
-                    mask = tf.reshape(tf.cast(d.valid, tf.float32), [-1] + [1] * (before.shape.rank - 1))
-                    # ||dw|| / ||w|| over the rows this step touched, before the update.
-                    row_ratios.append(_ratio(tf.sqrt(2.0 * tf.nn.l2_loss((now - before) * mask)),
-                                             tf.sqrt(2.0 * tf.nn.l2_loss(before * mask))))
-                    row_norms_now.append(tf.sqrt(2.0 * tf.nn.l2_loss(now * mask)))
-                cols = []
-                for t, g, d, v in zip(tracked, grads, dedup, variables):
-                    vals = d.values if d is not None else g
-                    if t.sparse:
-                        # A dense read of a table after a sparse update copies the whole
-                        # table (copy-on-read): embeddings report the touched rows' norm.
-                        w_norm = row_norms_now[t.sparse_index]
-                    else:
-                        w = tf.cast(v, tf.float32)
-                        w_norm = tf.sqrt(2.0 * tf.nn.l2_loss(w))
-                    if t.index in s.prev:
-                        prev = s.prev[t.index]
-                        ratio = _ratio(tf.sqrt(2.0 * tf.nn.l2_loss(w - prev)), tf.sqrt(2.0 * tf.nn.l2_loss(prev)))
-                    elif t.sparse:
-                        ratio = row_ratios[t.sparse_index]
-                    else:
-                        ratio = tf.constant(float("nan"))
-                    cols.append(tf.stack([
-                        tf.sqrt(sumsq[t.index]), G.max_abs(vals),
-                        G.zero_fraction(d if d is not None else g), w_norm, ratio]))
-                s.snap.assign(tf.stack(cols))
-                if sparse_ids:
-                    emb_rows, emb_hists = [], []
-                    for k, i in enumerate(sparse_ids):
-                        d = dedup[i]
-                        norms = G.row_norms(d)
-                        validf = tf.cast(d.valid, tf.float32)
-                        n_unique = tf.cast(d.num_unique, tf.float32)
-                        emb_rows.append(tf.stack([
-                            n_unique, tf.cast(tf.shape(grads[i].indices)[0], tf.float32),
-                            tf.reduce_sum(norms * validf) / tf.maximum(n_unique, 1.0),
-                            tf.reduce_max(norms * validf), row_ratios[k]]))
-                        emb_hists.append(G.log10_histogram(norms, d.valid))
-                    s.emb.assign(tf.stack(emb_rows))
-                    s.emb_hist.assign(tf.stack(emb_hists))
-                s.snap_step.assign(step)
+            snapshot = tf.equal(step % cfg.every_n_steps, 0)
+            histogram = tf.equal(step % cfg.histogram_every_n_steps, 0)
+            # The step before a snapshot keeps a copy of the dense weights it leaves
+            # behind: the snapshot step's weights before its update.
+            prepare = tf.equal((step + 1) % cfg.every_n_steps, 0) if s.prev else tf.constant(False)
+
+            def after_branch():
+                tf.cond(histogram, lambda: self._histograms(step, grads), lambda: tf.constant(False))
+                tf.cond(snapshot, lambda: self._snapshot(step, grads, variables, sumsq, touched),
+                        lambda: tf.constant(False))
+                tf.cond(prepare, self._keep_weights(variables), lambda: tf.constant(False))
                 return tf.constant(True)
 
-            tf.cond(snapshot, take_snapshot, lambda: tf.constant(False))
+            _rare_cond(snapshot | histogram | prepare, after_branch, lambda: tf.constant(False), lower=self._xla)
 
         return new_grads, after
+
+    def _keep_weights(self, variables):
+        def keep():
+            for i, prev in self.state.prev.items():
+                prev.assign(tf.cast(variables[i], tf.float32))
+            return tf.constant(True)
+
+        return keep
+
+    def _sum_of_squares(self, grad, variable):
+        """Squared norm of the (dense equivalent of the) gradient, duplicates summed.
+
+        For `IndexedSlices` also returns the touched rows before the update (ids,
+        validity mask, values) for the row update ratio of a snapshot.
+        """
+        if not isinstance(grad, tf.IndexedSlices):
+            return G.sum_of_squares(grad), None
+        if self._xla:
+            d = G.deduplicate_rows(grad)
+            return G.sum_of_squares(d), (d.indices, d.valid, tf.gather(variable, d.indices))
+        # tf.unique is a few kernels where the static-shape sort is a dozen; XLA cannot
+        # compile it, hence the branch.
+        ids, segment = tf.unique(grad.indices)
+        summed = tf.math.unsorted_segment_sum(grad.values, segment, tf.shape(grad.indices)[0])
+        return 2.0 * tf.nn.l2_loss(tf.cast(summed, tf.float32)), (ids, None, tf.gather(variable, ids))
+
+    def _snapshot(self, step, grads, variables, sumsq, touched):
+        s, tracked = self.state, self.tracked
+        dedup = [G.deduplicate_rows(g) if t.sparse else None for g, t in zip(grads, tracked)]
+        row_ratios, row_norms_now = {}, {}
+        for t, v, rows in zip(tracked, variables, touched):
+            if rows is None:
+                continue
+            ids, valid, before = rows
+            before = tf.cast(before, tf.float32)
+            now = tf.cast(tf.gather(v, ids), tf.float32)
+            if valid is not None:  # padded slots of the static-shape deduplication
+                mask = tf.reshape(tf.cast(valid, tf.float32), [-1] + [1] * (before.shape.rank - 1))
+                now, before = now * mask, before * mask
+            # ||dw|| / ||w|| over the rows this step touched, before the update.
+            row_ratios[t.index] = _ratio(tf.sqrt(2.0 * tf.nn.l2_loss(now - before)),
+                                         tf.sqrt(2.0 * tf.nn.l2_loss(before)))
+            row_norms_now[t.index] = tf.sqrt(2.0 * tf.nn.l2_loss(now))
+        cols = []
+        for t, g, d, v in zip(tracked, grads, dedup, variables):
+            vals = d.values if d is not None else g
+            if t.sparse:
+                # A dense read of a table after a sparse update copies the whole table
+                # (copy-on-read): embeddings report the touched rows' norm.
+                w_norm = row_norms_now[t.index]
+            else:
+                w = tf.cast(v, tf.float32)
+                w_norm = tf.sqrt(2.0 * tf.nn.l2_loss(w))
+            if t.index in s.prev:
+                prev = s.prev[t.index]
+                ratio = _ratio(tf.sqrt(2.0 * tf.nn.l2_loss(w - prev)), tf.sqrt(2.0 * tf.nn.l2_loss(prev)))
+            elif t.sparse:
+                ratio = row_ratios[t.index]
+            else:
+                ratio = tf.constant(float("nan"))
+            cols.append(tf.stack([tf.sqrt(sumsq[t.index]), G.max_abs(vals),
+                                  G.zero_fraction(d if d is not None else g), w_norm, ratio]))
+        s.snap.assign(tf.stack(cols))
+        sparse = [t for t in tracked if t.sparse]
+        if sparse:
+            emb_rows, emb_hists = [], []
+            for t in sparse:
+                d = dedup[t.index]
+                norms = G.row_norms(d)
+                validf = tf.cast(d.valid, tf.float32)
+                n_unique = tf.cast(d.num_unique, tf.float32)
+                emb_rows.append(tf.stack([
+                    n_unique, tf.cast(tf.shape(grads[t.index].indices)[0], tf.float32),
+                    tf.reduce_sum(norms * validf) / tf.maximum(n_unique, 1.0),
+                    tf.reduce_max(norms * validf), row_ratios[t.index]]))
+                emb_hists.append(G.log10_histogram(norms, d.valid))
+            s.emb.assign(tf.stack(emb_rows))
+            s.emb_hist.assign(tf.stack(emb_hists))
+        s.snap_step.assign(step)
+        return tf.constant(True)
 
     def _expected_overflow(self):
         """True while a dynamic LossScaleOptimizer's scale is above 1 (None otherwise)."""
@@ -471,10 +522,11 @@ class GradientCapture:
             return tf.IndexedSlices(tf.where(flag, tf.zeros_like(g.values), g.values), g.indices, g.dense_shape)
         return tf.where(flag, tf.zeros_like(g), g)
 
-    def _histograms(self, step, grads, dedup):
+    def _histograms(self, step, grads):
         s, bins = self.state, self.histogram_bins
         counts, ranges = [], []
-        for g, d in zip(grads, dedup):
+        for g in grads:
+            d = G.deduplicate_rows(g) if isinstance(g, tf.IndexedSlices) else None
             if d is not None:
                 values = d.values
                 weights = tf.broadcast_to(tf.reshape(tf.cast(d.valid, tf.float32),
@@ -521,7 +573,7 @@ class GradientCapture:
         if s is None:
             return None
         if self._read_fn is None:
-            fields = {"step": s.step, "global_norm": s.global_norm, "last_sumsq": s.last_sumsq,
+            fields = {"step": s.step, "last_sumsq": s.last_sumsq,
                       "nonfinite_first_step": s.nonfinite_first, "nonfinite_count": s.nonfinite_count,
                       "nonfinite_last_step": s.nonfinite_last_step,
                       "loss_scale_overflow_steps": s.overflow_count,
@@ -536,7 +588,6 @@ class GradientCapture:
         out = {k: v.numpy() for k, v in self._read_fn().items()}
         for k in ("step", "nonfinite_last_step", "loss_scale_overflow_steps", "snapshot_step", "histogram_step"):
             out[k] = int(out[k])
-        out["global_norm"] = float(out["global_norm"])
         if s.noise is not None:
             g2, trace, n, b = out["noise"]
             if n > 0:
