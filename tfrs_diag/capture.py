@@ -419,8 +419,9 @@ class GradientCapture:
             prepare = tf.equal((step + 1) % cfg.every_n_steps, 0) if s.prev else tf.constant(False)
 
             def after_branch():
-                tf.cond(histogram, lambda: self._histograms(step, grads), lambda: tf.constant(False))
-                tf.cond(snapshot, lambda: self._snapshot(step, grads, variables, sumsq, touched),
+                dedup = [G.deduplicate_rows(g) if t.sparse else None for g, t in zip(grads, tracked)]
+                tf.cond(histogram, lambda: self._histograms(step, grads, dedup), lambda: tf.constant(False))
+                tf.cond(snapshot, lambda: self._snapshot(step, grads, dedup, variables, sumsq, touched),
                         lambda: tf.constant(False))
                 tf.cond(prepare, self._keep_weights(variables), lambda: tf.constant(False))
                 return tf.constant(True)
@@ -454,9 +455,9 @@ class GradientCapture:
         summed = tf.math.unsorted_segment_sum(grad.values, segment, tf.shape(grad.indices)[0])
         return 2.0 * tf.nn.l2_loss(tf.cast(summed, tf.float32)), (ids, None, tf.gather(variable, ids))
 
-    def _snapshot(self, step, grads, variables, sumsq, touched):
+    def _snapshot(self, step, grads, dedup, variables, sumsq, touched):
         s, tracked = self.state, self.tracked
-        dedup = [G.deduplicate_rows(g) if t.sparse else None for g, t in zip(grads, tracked)]
+        grad_norms = tf.unstack(tf.sqrt(sumsq))
         row_ratios, row_norms_now = {}, {}
         for t, v, rows in zip(tracked, variables, touched):
             if rows is None:
@@ -488,7 +489,7 @@ class GradientCapture:
                 ratio = row_ratios[t.index]
             else:
                 ratio = tf.constant(float("nan"))
-            cols.append(tf.stack([tf.sqrt(sumsq[t.index]), G.max_abs(vals),
+            cols.append(tf.stack([grad_norms[t.index], G.max_abs(vals),
                                   G.zero_fraction(d if d is not None else g), w_norm, ratio]))
         s.snap.assign(tf.stack(cols))
         sparse = [t for t in tracked if t.sparse]
@@ -522,11 +523,10 @@ class GradientCapture:
             return tf.IndexedSlices(tf.where(flag, tf.zeros_like(g.values), g.values), g.indices, g.dense_shape)
         return tf.where(flag, tf.zeros_like(g), g)
 
-    def _histograms(self, step, grads):
+    def _histograms(self, step, grads, dedup):
         s, bins = self.state, self.histogram_bins
         counts, ranges = [], []
-        for g in grads:
-            d = G.deduplicate_rows(g) if isinstance(g, tf.IndexedSlices) else None
+        for g, d in zip(grads, dedup):
             if d is not None:
                 values = d.values
                 weights = tf.broadcast_to(tf.reshape(tf.cast(d.valid, tf.float32),

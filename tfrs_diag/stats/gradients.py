@@ -46,15 +46,17 @@ def deduplicate_rows(grad: tf.IndexedSlices) -> DeduplicatedRows:
     """
     indices = tf.cast(grad.indices, tf.int64)
     values = tf.cast(grad.values, tf.float32)
-    n = tf.shape(indices)[0]
+    n = tf.size(indices)
     order = tf.argsort(indices, stable=True)
     sorted_idx = tf.gather(indices, order)
-    is_new = tf.concat([tf.ones([1], tf.bool)[: tf.minimum(n, 1)], sorted_idx[1:] != sorted_idx[:-1]], 0)
+    # Each sorted id against its predecessor (roll, not slices: fewer ops to trace).
+    position = tf.range(n)
+    is_new = tf.not_equal(sorted_idx, tf.roll(sorted_idx, 1, 0)) | tf.equal(position, 0)
     segment = tf.cumsum(tf.cast(is_new, tf.int32)) - 1
     summed = tf.math.unsorted_segment_sum(tf.gather(values, order), segment, n)
     num_unique = tf.reduce_sum(tf.cast(is_new, tf.int32))
     unique_idx = tf.math.unsorted_segment_max(sorted_idx, segment, n)
-    valid = tf.range(n) < num_unique
+    valid = position < num_unique
     unique_idx = tf.where(valid, unique_idx, tf.zeros_like(unique_idx))
     if grad.dense_shape is not None:
         dense_size = tf.cast(tf.reduce_prod(grad.dense_shape), tf.float32)
