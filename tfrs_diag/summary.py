@@ -285,19 +285,20 @@ class AlertLog:
         _logger.info("%s", alert)
         if self._log_dir is not None:
             payload = alert.to_dict()
-            # TensorBoard keeps one record per (tag, step): with --load_fast a later record at
-            # the same step replaces the earlier one. So each alert record also carries the
-            # alerts written before it at its step (in this run, by any callback), and the
-            # last record of a step holds them all; see `expand_alert_records`.
+            # TensorBoard keeps one record per (tag, step), and a record at an earlier step than
+            # the last one evicts the later ones (--load_fast). So alert records go out at
+            # non-decreasing steps (the alert's own step is in its payload), and each carries
+            # the alerts written before it at its record step (in this run, by any callback):
+            # the last record of a step holds them all; see `expand_alert_records`.
             path = _run_path(self._log_dir, self._run)
             with _writers_lock:
                 step, earlier = _alerts_at_step.get(path, (None, []))
-                earlier = earlier if step == alert.step else []
-                _alerts_at_step[path] = (alert.step, earlier + [payload])
+                if step is None or alert.step > step:
+                    step, earlier = alert.step, []
+                _alerts_at_step[path] = (step, earlier + [payload])
             writer = writer_for(self._log_dir, self._run)
             with writer.as_default():
-                write_record(ALERT_TAG, "alert", {**payload, "earlier_at_step": earlier} if earlier else payload,
-                             alert.step)
+                write_record(ALERT_TAG, "alert", {**payload, "earlier_at_step": earlier} if earlier else payload, step)
             writer.flush()
 
 
@@ -320,8 +321,9 @@ def expand_alert_records(records: Iterable[tuple[int, Mapping[str, Any]]]) -> li
     """The alerts in ``(step, record)`` pairs of ``tfrs_diag/alerts``, each once, by step.
 
     A record holds one alert and, under ``earlier_at_step``, the alerts written before it
-    at the same step (TensorBoard may keep only the last record of a step); this
-    flattens them and drops repeats, so every reader sees the same list.
+    at the same record step (TensorBoard may keep only the last record of a step); this
+    flattens them, drops repeats and orders them by the alerts' own steps (stable), so
+    every reader sees the same list.
     """
     out: list[dict] = []
     seen: set[str] = set()
@@ -334,7 +336,7 @@ def expand_alert_records(records: Iterable[tuple[int, Mapping[str, Any]]]) -> li
             if key not in seen:
                 seen.add(key)
                 out.append(alert)
-    return out
+    return sorted(out, key=lambda a: a.get("step") if isinstance(a.get("step"), int) else 0)
 
 
 def read_run(run_dir: str) -> RunData:

@@ -28,6 +28,8 @@ Bad or unknown ``run``/``tag``/``prefix``/``max_points`` get 400; any other stat
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import math
 import mimetypes
@@ -60,10 +62,11 @@ _STATIC_ROUTE = "/static/"
 _MAX_PARAM = 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
-_PAGE = b"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Recsys diagnostics</title></head>
-<body><script type="module">import("./static/index.js").then((m) => m.render());</script></body></html>
-"""
+_PAGE_SCRIPT = 'import("./static/index.js").then((m) => m.render());'
+_PAGE = ('<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>Recsys diagnostics</title></head>\n'
+         f'<body><script type="module">{_PAGE_SCRIPT}</script></body></html>\n').encode()
+# TensorBoard's Content-Security-Policy allows an inline script only by its hash.
+_PAGE_SCRIPT_SHA256 = base64.b64encode(hashlib.sha256(_PAGE_SCRIPT.encode()).digest()).decode()
 
 
 class BadRequest(ValueError):
@@ -419,7 +422,7 @@ class RecsysDiagnosticsPlugin(base_plugin.TBPlugin):
 
     @wrappers.Request.application
     def _serve_page(self, request):
-        return http_util.Respond(request, _PAGE, "text/html")
+        return http_util.Respond(request, _PAGE, "text/html", csp_scripts_sha256s=[_PAGE_SCRIPT_SHA256])
 
     @wrappers.Request.application
     def _serve_static(self, request):

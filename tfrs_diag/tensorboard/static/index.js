@@ -98,7 +98,7 @@ function select(options, onChange) {
 /** A line chart of [{name, points: [[step, value]]}]; non-finite points are red marks at the top. */
 function lineChart(series, {title = '', width = 420, height = 160, xLabel = 'step', domainY = null, logY = false} = {}) {
   const m = {l: 48, r: 8, t: 18, b: 22};
-  const root = svg('svg', {viewBox: `0 0 ${width} ${height}`, class: 'tfd-chart', role: 'img'});
+  const root = svg('svg', {viewBox: `0 0 ${width} ${height}`, width, height, class: 'tfd-chart', role: 'img'});
   if (title) root.appendChild(svg('text', {x: m.l, y: 12, class: 'tfd-chart-title'}, title));
   const finite = series.flatMap((s) => s.points.filter((p) => isFiniteNumber(p[1]) && (!logY || p[1] > 0)));
   const all = series.flatMap((s) => s.points);
@@ -173,13 +173,13 @@ function kOf(tag) {
 
 function heatmapView(hm) {
   const rows = hm.rows, bins = hm.bins;
-  const cell = 12, labelW = 210, width = labelW + Math.max(bins.length, 1) * 4 + 10;
-  const rowH = cell, height = 24 + rows.length * rowH;
-  const root = svg('svg', {viewBox: `0 0 ${width} ${height}`, class: 'tfd-heatmap', role: 'img'});
+  const labelW = 230, rowH = 12;
+  const colW = bins.length ? Math.max(3, Math.min(40, 480 / bins.length)) : 1;
+  const width = labelW + bins.length * colW + 10, height = 24 + rows.length * rowH;
+  const root = svg('svg', {viewBox: `0 0 ${width} ${height}`, width, height, class: 'tfd-heatmap', role: 'img'});
   const finite = hm.values.flat().filter(isFiniteNumber).filter((v) => v > 0);
   const lo = finite.length ? Math.log10(Math.min(...finite)) : 0;
   const hi = finite.length ? Math.log10(Math.max(...finite)) : 1;
-  const colW = bins.length ? (width - labelW - 10) / bins.length : 1;
   root.appendChild(svg('text', {x: labelW, y: 12, class: 'tfd-tick'},
                        `steps ${bins.length ? bins[0][0] : ''}–${bins.length ? bins[bins.length - 1][1] : ''}; ` +
                        `log10 norm ${lo.toFixed(1)} (light) … ${hi.toFixed(1)} (dark)`));
@@ -242,7 +242,7 @@ function alertsView(data) {
   const width = 640, height = 70;
   const steps = alerts.map((a) => Number(a.step) || 0);
   const s0 = Math.min(...steps), s1 = Math.max(...steps) === s0 ? s0 + 1 : Math.max(...steps);
-  const tl = svg('svg', {viewBox: `0 0 ${width} ${height}`, class: 'tfd-timeline', role: 'img'});
+  const tl = svg('svg', {viewBox: `0 0 ${width} ${height}`, width, height, class: 'tfd-timeline', role: 'img'});
   tl.appendChild(svg('line', {x1: 10, y1: 50, x2: width - 10, y2: 50, class: 'tfd-axis'}));
   tl.appendChild(svg('text', {x: 10, y: 66, class: 'tfd-tick'}, `step ${s0}`));
   tl.appendChild(svg('text', {x: width - 10, y: 66, class: 'tfd-tick', 'text-anchor': 'end'}, `step ${s1}`));
@@ -257,11 +257,13 @@ function alertsView(data) {
   });
   box.appendChild(tl);
   const rows = alerts.map((a) => [
-    String(a.step), a.epoch === null || a.epoch === undefined ? '' : String(a.epoch),
-    a.status === 'cleared' ? 'cleared' : a.severity, a.kind, a.subject, a.message,
-    el('details', {}, el('summary', {text: 'evidence'}), jsonBlock(a.evidence || {}))]);
-  box.appendChild(table(['step', 'epoch', 'severity', 'kind', 'subject', 'message', 'evidence'], rows,
-    (i, j) => (j === 2 ? `tfd-sev-${alerts[i].status === 'cleared' ? 'cleared' : alerts[i].severity}` : '')));
+    String(a.step) + (a.epoch === null || a.epoch === undefined ? '' : ` (epoch ${a.epoch + 1})`),
+    a.status === 'cleared' ? 'cleared' : a.severity, a.kind, a.subject,
+    el('div', {}, el('div', {text: a.message}),
+       el('details', {}, el('summary', {text: 'evidence'}), jsonBlock(a.evidence || {})))]);
+  box.appendChild(table(['step', 'severity', 'kind', 'subject', 'message and evidence'], rows,
+    (i, j) => (j === 1 ? `tfd-sev-${alerts[i].status === 'cleared' ? 'cleared' : alerts[i].severity}` :
+               j === 4 ? 'tfd-message' : '')));
   return box;
 }
 
@@ -494,6 +496,9 @@ function otherScalarsView(data) {
   return box;
 }
 
+// Views whose tables are wide show runs one under the other, the others side by side.
+const STACKED = new Set(['alerts', 'fairness', 'explanations']);
+
 const VIEWS = [
   ['alerts', 'Alerts', alertsView],
   ['gradients', 'Gradient health', gradientsView],
@@ -521,20 +526,32 @@ async function showRuns(main, runs) {
     (data) => ({run, data}), (error) => ({run, error}))));
   loading.remove();
   for (const [id, title, view] of VIEWS) {
-    const panels = results.map(({run, data, error}) => {
+    const drawn = results.map(({run, data, error}) => {
       let content;
       try {
         content = error ? el('div', {class: 'tfd-warn', text: `Could not load: ${error.message}`}) : view(data);
       } catch (e) {
         content = el('div', {class: 'tfd-warn', text: `Could not draw this view: ${e.message}`});
       }
-      return content ? el('div', {class: 'tfd-panel'}, el('div', {class: 'tfd-run', text: run}), content) : null;
-    }).filter(Boolean);
-    if (!panels.length) continue;
+      return {run, content};
+    }).filter((d) => d.content);
+    if (!drawn.length) continue;
+    // Runs with data side by side; the "no data yet" message once, naming the runs without.
+    const withData = drawn.filter((d) => !d.content.classList.contains('tfd-empty'));
+    const without = drawn.filter((d) => d.content.classList.contains('tfd-empty')).map((d) => d.run);
     const section = el('section', {class: 'tfd-section', id: `tfd-${id}`}, el('h2', {text: title}));
-    const row = el('div', {class: 'tfd-panels'}, ...panels);
-    row.style.gridTemplateColumns = `repeat(${panels.length}, minmax(0, 1fr))`;
-    section.appendChild(row);
+    if (!withData.length) {
+      section.appendChild(drawn[0].content);
+    } else {
+      const panels = withData.map(({run, content}) =>
+        el('div', {class: 'tfd-panel'}, el('div', {class: 'tfd-run', text: run}), content));
+      const row = el('div', {class: 'tfd-panels'}, ...panels);
+      row.style.gridTemplateColumns = STACKED.has(id) ? '1fr' : `repeat(${panels.length}, minmax(0, 1fr))`;
+      section.appendChild(row);
+      if (without.length) {
+        section.appendChild(el('div', {class: 'tfd-note', text: `No data in ${without.join(', ')}.`}));
+      }
+    }
     main.appendChild(section);
   }
 }
