@@ -217,7 +217,7 @@ class LogReader:
             families: dict[str, int] = {}
             for t in s:
                 families[family_of(t)] = families.get(family_of(t), 0) + 1
-            out[run] = {"records": r, "scalar_families": families, "scalar_tags": len(s)}
+            out[run] = {"records": r, "scalar_families": families, "scalar_tags": len(s), "tags": s}
         return out
 
     def read_scalars(self, run: str, tags: Sequence[str]) -> dict[str, list[tuple[int, float]]]:
@@ -270,10 +270,17 @@ def _decode_record(array) -> dict | None:
 # ---------------------------------------------------------------- views of one run
 
 
-def overview(reader: LogReader, run: str) -> dict[str, Any]:
-    """Everything the page draws for ``run`` (see the module docstring)."""
-    record_types = reader.record_tags(run).get(run, {})
-    scalar_tags = reader.scalar_tags(run).get(run, [])
+def overview(reader: LogReader, run: str, listing: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Everything the page draws for ``run`` (see the module docstring).
+
+    ``listing`` is `LogReader.runs` when the caller has it (saves two provider calls).
+    """
+    if listing is None:
+        record_types = reader.record_tags(run).get(run, {})
+        scalar_tags = reader.scalar_tags(run).get(run, [])
+    else:
+        record_types = listing.get(run, {}).get("records", {})
+        scalar_tags = listing.get(run, {}).get("tags", [])
     if not record_types and not scalar_tags:
         raise BadRequest("unknown run")
     wanted = [t for t in scalar_tags if not t.startswith(PER_VARIABLE_PREFIXES)]
@@ -367,13 +374,21 @@ class RecsysDiagnosticsPlugin(base_plugin.TBPlugin):
     # -- routes
     @wrappers.Request.application
     def _serve_runs(self, request):
-        return self._handle(request, lambda: {"runs": self._reader(request).runs()})
+        def body():
+            runs = self._reader(request).runs()
+            return {"runs": {run: {k: v for k, v in info.items() if k != "tags"} for run, info in runs.items()}}
+
+        return self._handle(request, body)
 
     @wrappers.Request.application
     def _serve_overview(self, request):
         def body():
             reader = self._reader(request)
-            return overview(reader, self._known_run(reader, request))
+            listing = reader.runs()
+            run = _check_text("run", request.args.get("run"))
+            if run not in listing:
+                raise BadRequest("unknown run")
+            return overview(reader, run, listing)
 
         return self._handle(request, body)
 
@@ -451,13 +466,14 @@ class RecsysDiagnosticsLoader(base_plugin.TBLoader):
         return RecsysDiagnosticsPlugin(context)
 
 
-def make_wsgi_app(logdir: str, *, load_fast: bool = False):
+def make_wsgi_app(logdir: str, *, load_fast: bool = False, extra_plugins: Sequence[type] = ()):
     """A WSGI app serving only this plugin over ``logdir``, loaded once (tests, benchmarks).
 
     ``load_fast=False`` reads with TensorBoard's Python multiplexer (``--load_fast=false``),
     loaded before returning; ``True`` starts TensorBoard's Rust data server (the default
     ``--load_fast``), which loads in the background and exits with this process or on
-    ``app.close()``. Routes are under ``/data/plugin/tfrs_diag/``.
+    ``app.close()``. Routes are under ``/data/plugin/tfrs_diag/``; ``extra_plugins``
+    (TBPlugin classes, e.g. TensorBoard's ScalarsPlugin) are served beside it.
 
     >>> app = make_wsgi_app("logs")                                   # doctest: +SKIP
     >>> werkzeug.test.Client(app).get("/data/plugin/tfrs_diag/runs")  # doctest: +SKIP
@@ -484,7 +500,8 @@ def make_wsgi_app(logdir: str, *, load_fast: bool = False):
         multiplexer.Reload()
         provider = mux_provider.MultiplexerDataProvider(multiplexer, logdir)
     context = base_plugin.TBContext(data_provider=provider, logdir=logdir)
-    app = application.TensorBoardWSGI([RecsysDiagnosticsLoader().load(context)], data_provider=provider)
+    plugins = [RecsysDiagnosticsLoader().load(context)] + [cls(context) for cls in extra_plugins]
+    app = application.TensorBoardWSGI(plugins, data_provider=provider)
     # The data server exits when its stdin closes (--die-after-stdin).
     app.close = (lambda: ingester._stdin_handle.close()) if load_fast else (lambda: None)
     return app
