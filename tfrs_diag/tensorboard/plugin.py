@@ -35,6 +35,7 @@ import math
 import mimetypes
 import os
 import re
+import threading
 from typing import Any, Iterable, Mapping, Sequence
 
 from tensorboard import plugin_util
@@ -174,13 +175,41 @@ def _max_points(value: str | None, default: int) -> int:
 # ---------------------------------------------------------------- reading through the data provider
 
 
+class SeriesCache:
+    """Scalar series already read, reused while their tag's listing is unchanged.
+
+    TensorBoard's Python data provider converts every stored point of a tag on each read
+    (~40 us a point, 2 s for 50 tags of 1000 points), so re-drawing the page would cost
+    that again. A tag whose ``max_step`` and ``max_wall_time`` have not moved holds the
+    same points. Thread-safe; forgets everything past ``max_entries`` series.
+    """
+
+    def __init__(self, max_entries: int = 20_000):
+        self._lock = threading.Lock()
+        self._entries: dict[tuple, tuple[tuple, list]] = {}
+        self._max = max_entries
+
+    def get(self, key: tuple, version: tuple):
+        with self._lock:
+            hit = self._entries.get(key)
+        return hit[1] if hit is not None and hit[0] == version else None
+
+    def put(self, key: tuple, version: tuple, value: list) -> None:
+        with self._lock:
+            if len(self._entries) >= self._max:
+                self._entries.clear()
+            self._entries[key] = (version, value)
+
+
 class LogReader:
     """What the plugin needs from TensorBoard's data provider, for one request."""
 
-    def __init__(self, data_provider, ctx, experiment_id: str):
+    def __init__(self, data_provider, ctx, experiment_id: str, cache: SeriesCache | None = None):
         self._dp = data_provider
         self._ctx = ctx
         self._eid = experiment_id
+        self._cache = cache
+        self._versions: dict[tuple[str, str], tuple] = {}
 
     def scalar_tags(self, run: str | None = None) -> dict[str, list[str]]:
         """``{run: [tfrs_diag scalar tags]}``."""
@@ -189,6 +218,9 @@ class LogReader:
         flt = provider.RunTagFilter(runs=[run]) if run is not None else None
         listing = self._dp.list_scalars(self._ctx, experiment_id=self._eid, plugin_name=SCALARS_PLUGIN,
                                         run_tag_filter=flt)
+        for r, tags in listing.items():
+            for t, ts in tags.items():
+                self._versions[(r, t)] = (ts.max_step, ts.max_wall_time)
         return {r: sorted(t for t in tags if t.startswith(PREFIX)) for r, tags in listing.items()}
 
     def record_tags(self, run: str | None = None) -> dict[str, dict[str, str]]:
@@ -220,14 +252,29 @@ class LogReader:
             out[run] = {"records": r, "scalar_families": families, "scalar_tags": len(s), "tags": s}
         return out
 
-    def read_scalars(self, run: str, tags: Sequence[str]) -> dict[str, list[tuple[int, float]]]:
+    def read_scalars(self, run: str, tags: Sequence[str], downsample: int = MAX_POINTS
+                     ) -> dict[str, list[tuple[int, float]]]:
+        """``{tag: [(step, value)]}``, at most ``downsample`` points per tag (TensorBoard's sampling)."""
         from tensorboard.data import provider
 
-        if not tags:
-            return {}
+        out, missing = {}, []
+        for t in tags:
+            version = self._versions.get((run, t))
+            hit = self._cache.get((self._eid, run, t, downsample), version) if self._cache and version else None
+            if hit is None:
+                missing.append(t)
+            else:
+                out[t] = hit
+        if not missing:
+            return out
         data = self._dp.read_scalars(self._ctx, experiment_id=self._eid, plugin_name=SCALARS_PLUGIN,
-                                     downsample=MAX_POINTS, run_tag_filter=provider.RunTagFilter([run], list(tags)))
-        return {t: sorted((d.step, float(d.value)) for d in points) for t, points in data.get(run, {}).items()}
+                                     downsample=downsample, run_tag_filter=provider.RunTagFilter([run], missing))
+        for t, points in data.get(run, {}).items():
+            out[t] = sorted((d.step, float(d.value)) for d in points)
+            version = self._versions.get((run, t))
+            if self._cache is not None and version is not None:
+                self._cache.put((self._eid, run, t, downsample), version, out[t])
+        return out
 
     def read_records(self, run: str, tags: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         """``{tag: [{"step", "wall_time", "payload"}]}`` in step order; bad JSON is skipped."""
@@ -284,7 +331,9 @@ def overview(reader: LogReader, run: str, listing: Mapping[str, Any] | None = No
     if not record_types and not scalar_tags:
         raise BadRequest("unknown run")
     wanted = [t for t in scalar_tags if not t.startswith(PER_VARIABLE_PREFIXES)]
-    scalars = reader.read_scalars(run, wanted)
+    # Converting a point costs ~40 us in TensorBoard's Python data provider: ask it for what
+    # the overview draws (300 points, 120 heatmap columns), not for all it holds (1000).
+    scalars = reader.read_scalars(run, wanted, downsample=OVERVIEW_POINTS)
     layer_series = {t[len(LAYER_NORM_PREFIX):]: s for t, s in scalars.items() if t.startswith(LAYER_NORM_PREFIX)}
     records = reader.read_records(run, list(record_types))
     alerts = expand_alert_records((r["step"], r["payload"]) for r in records.pop(ALERT_TAG, []))
@@ -317,6 +366,7 @@ class RecsysDiagnosticsPlugin(base_plugin.TBPlugin):
 
     def __init__(self, context: base_plugin.TBContext):
         self._data_provider = context.data_provider
+        self._cache = SeriesCache()
         # The only files ever served: what ships in static/, read once.
         self._static: dict[str, tuple[bytes, str]] = {}
         for name in sorted(os.listdir(_STATIC_DIR)):
@@ -353,7 +403,7 @@ class RecsysDiagnosticsPlugin(base_plugin.TBPlugin):
     # -- helpers
     def _reader(self, request) -> LogReader:
         return LogReader(self._data_provider, plugin_util.context(request.environ),
-                         plugin_util.experiment_id(request.environ))
+                         plugin_util.experiment_id(request.environ), self._cache)
 
     @staticmethod
     def _json(request, body, code: int = 200):
@@ -413,7 +463,7 @@ class RecsysDiagnosticsPlugin(base_plugin.TBPlugin):
                 tags = [t for t in known if t.startswith(prefix)]
                 if not tags:
                     raise BadRequest("no scalar tag has this prefix")
-            series = reader.read_scalars(run, tags)
+            series = reader.read_scalars(run, tags, downsample=max_points)
             return {"run": run, "scalars": {t: encode_series(downsample(s, max_points)) for t, s in series.items()}}
 
         return self._handle(request, body)
