@@ -331,9 +331,8 @@ def overview(reader: LogReader, run: str, listing: Mapping[str, Any] | None = No
     if not record_types and not scalar_tags:
         raise BadRequest("unknown run")
     wanted = [t for t in scalar_tags if not t.startswith(PER_VARIABLE_PREFIXES)]
-    # Converting a point costs ~40 us in TensorBoard's Python data provider: ask it for what
-    # the overview draws (300 points, 120 heatmap columns), not for all it holds (1000).
-    scalars = reader.read_scalars(run, wanted, downsample=OVERVIEW_POINTS)
+    # Everything TensorBoard holds (its sampling is random), then our spike-keeping downsample.
+    scalars = reader.read_scalars(run, wanted)
     layer_series = {t[len(LAYER_NORM_PREFIX):]: s for t, s in scalars.items() if t.startswith(LAYER_NORM_PREFIX)}
     records = reader.read_records(run, list(record_types))
     alerts = expand_alert_records((r["step"], r["payload"]) for r in records.pop(ALERT_TAG, []))
@@ -463,7 +462,7 @@ class RecsysDiagnosticsPlugin(base_plugin.TBPlugin):
                 tags = [t for t in known if t.startswith(prefix)]
                 if not tags:
                     raise BadRequest("no scalar tag has this prefix")
-            series = reader.read_scalars(run, tags, downsample=max_points)
+            series = reader.read_scalars(run, tags)
             return {"run": run, "scalars": {t: encode_series(downsample(s, max_points)) for t, s in series.items()}}
 
         return self._handle(request, body)
