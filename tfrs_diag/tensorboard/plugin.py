@@ -414,11 +414,13 @@ class RecsysDiagnosticsPlugin(base_plugin.TBPlugin):
         except BadRequest as e:
             return self._json(request, {"error": str(e)}, code=400)
 
-    def _known_run(self, reader: LogReader, request) -> str:
+    def _known_run(self, reader: LogReader, request) -> tuple[str, dict[str, Any]]:
+        """The validated ``run`` parameter and the listing of every run (`LogReader.runs`)."""
+        listing = reader.runs()
         run = _check_text("run", request.args.get("run"))
-        if run not in reader.runs():
+        if run not in listing:
             raise BadRequest("unknown run")
-        return run
+        return run, listing
 
     # -- routes
     @wrappers.Request.application
@@ -433,11 +435,7 @@ class RecsysDiagnosticsPlugin(base_plugin.TBPlugin):
     def _serve_overview(self, request):
         def body():
             reader = self._reader(request)
-            listing = reader.runs()
-            run = _check_text("run", request.args.get("run"))
-            if run not in listing:
-                raise BadRequest("unknown run")
-            return overview(reader, run, listing)
+            return overview(reader, *self._known_run(reader, request))
 
         return self._handle(request, body)
 
@@ -445,13 +443,13 @@ class RecsysDiagnosticsPlugin(base_plugin.TBPlugin):
     def _serve_scalars(self, request):
         def body():
             reader = self._reader(request)
-            run = self._known_run(reader, request)
+            run, listing = self._known_run(reader, request)
             tag = _check_text("tag", request.args.get("tag"), required=False)
             prefix = _check_text("prefix", request.args.get("prefix"), required=False)
             if (tag is None) == (prefix is None):
                 raise BadRequest("pass exactly one of 'tag' and 'prefix'")
             max_points = _max_points(request.args.get("max_points"), MAX_POINTS)
-            known = reader.scalar_tags(run).get(run, [])
+            known = listing[run]["tags"]
             if tag is not None:
                 if tag not in known:
                     raise BadRequest("unknown tag")
@@ -471,9 +469,9 @@ class RecsysDiagnosticsPlugin(base_plugin.TBPlugin):
     def _serve_records(self, request):
         def body():
             reader = self._reader(request)
-            run = self._known_run(reader, request)
+            run, listing = self._known_run(reader, request)
             tag = _check_text("tag", request.args.get("tag"))
-            types = reader.record_tags(run).get(run, {})
+            types = listing[run]["records"]
             if tag not in types:
                 raise BadRequest("unknown tag")
             rows = reader.read_records(run, [tag]).get(tag, [])
