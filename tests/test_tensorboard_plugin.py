@@ -212,12 +212,20 @@ def test_overview_of_the_evaluation_run_has_alerts_tables_and_lorenz_curves(clie
     assert all(not t.startswith(P.PER_VARIABLE_PREFIXES) for t in body["scalars"])
 
 
-def test_overview_gradient_heatmap_names_layers_and_marks_the_nan(client):
+def test_overview_gradient_heatmap_names_layers_and_marks_the_nan(client, logdir):
     _, r = get(client, "overview", run="train")
     hm = r.json["gradients"]["layer_norm"]
     assert hm["rows"] == ["item_model/item_model_embedding", "user_model/user_model_embedding"]
     assert r.json["gradients"]["variables"] == 2
     assert all(isinstance(v, float) and v > 0 for row in hm["values"] for v in row if v is not None)
+    # The newest histogram of each tag, as written.
+    written = summary.read_run(os.path.join(logdir, "train")).histograms
+    hists = r.json["histograms"]
+    assert set(hists) == set(written) and len([t for t in hists if t.startswith("tfrs_diag/grad/values/")]) == 2
+    for tag, h in hists.items():
+        step, arr = written[tag][-1]
+        assert h["step"] == step and h["counts"] == pytest.approx(arr[:, 2].tolist())
+        assert h["left"] == pytest.approx(arr[:, 0].tolist()) and h["right"] == pytest.approx(arr[:, 1].tolist())
     _, r = get(client, "overview", run="synthetic")
     hm = r.json["gradients"]["layer_norm"]
     assert hm["rows"] == ["tower/dense", "tower/embedding"]

@@ -9,14 +9,14 @@ only through TensorBoard's data provider, so it works with the default ``--load_
   anything else is shown as JSON);
 - scalars under ``tfrs_diag/`` (families ``grad/``, ``embed/``, ``overfit/``, ``rank/``,
   ``fair/``, ``div/``, ``explain/``, and any new one);
-- histogram tags (listed, the Histograms dashboard draws them).
+- histograms (tensor summaries of the ``histograms`` plugin): the newest of each tag.
 
 Routes (under ``/data/plugin/tfrs_diag/``), all JSON except the page and static files:
 
 - ``runs``: runs with tfrs_diag data, their record tags (by type) and scalar families;
 - ``overview?run=R``: what the page draws for one run: alerts, the gradient heatmap,
-  every scalar series except per-variable gradient/embedding ones (downsampled), the
-  records (tables, Lorenz curves, explanations);
+  every scalar series except per-variable gradient ones (downsampled), the records
+  (tables, Lorenz curves, explanations), the newest histogram of each histogram tag;
 - ``scalars?run=R&tag=T`` or ``scalars?run=R&prefix=P`` (``max_points`` <= 1000);
 - ``records?run=R&tag=T``: every record of one tag;
 - ``page``: a stand-alone HTML page of the dashboard (the same ES module);
@@ -54,6 +54,8 @@ OVERVIEW_POINTS = 300
 HEATMAP_COLUMNS = 120
 #: Records of one tag in the overview (the newest); the ``records`` route has them all.
 OVERVIEW_RECORDS = 50
+#: Histogram tags whose newest histogram the overview carries.
+MAX_HISTOGRAMS = 100
 #: Per-variable families left out of the overview (hundreds of tags on a big model).
 PER_VARIABLE_PREFIXES = tuple(PREFIX + f for f in (
     "grad/norm/", "grad/max_abs/", "grad/zero_fraction/", "grad/weight_norm/", "grad/update_ratio/"))
@@ -232,12 +234,37 @@ class LogReader:
                                         run_tag_filter=flt)
         return {r: {t: _record_type(ts.plugin_content) for t, ts in tags.items()} for r, tags in listing.items()}
 
-    def histogram_tags(self, run: str) -> list[str]:
+    def latest_histograms(self, run: str, limit: int = MAX_HISTOGRAMS) -> dict[str, dict[str, Any]]:
+        """The newest histogram of each tfrs_diag histogram tag (the first ``limit`` tags):
+        ``{tag: {"step", "left", "right", "counts"}}``."""
         from tensorboard.data import provider
 
         listing = self._dp.list_tensors(self._ctx, experiment_id=self._eid, plugin_name=HISTOGRAMS_PLUGIN,
-                                        run_tag_filter=provider.RunTagFilter(runs=[run]))
-        return sorted(t for t in listing.get(run, {}) if t.startswith(PREFIX))
+                                        run_tag_filter=provider.RunTagFilter(runs=[run])).get(run, {})
+        tags = sorted(t for t in listing if t.startswith(PREFIX))[:limit]
+        out, missing = {}, []
+        for t in tags:
+            version = ("histogram", listing[t].max_step, listing[t].max_wall_time)
+            hit = self._cache.get((self._eid, run, t), version) if self._cache else None
+            if hit is None:
+                missing.append(t)
+            else:
+                out[t] = hit[0]
+        if missing:
+            data = self._dp.read_tensors(self._ctx, experiment_id=self._eid, plugin_name=HISTOGRAMS_PLUGIN,
+                                         downsample=1, run_tag_filter=provider.RunTagFilter([run], missing))
+            for t, points in data.get(run, {}).items():
+                if not points:
+                    continue
+                last = max(points, key=lambda d: d.step)
+                arr = last.numpy.reshape(-1, 3) if last.numpy.size else last.numpy.reshape(0, 3)
+                out[t] = {"step": int(last.step), "left": [finite_or_text(x) for x in arr[:, 0]],
+                          "right": [finite_or_text(x) for x in arr[:, 1]],
+                          "counts": [finite_or_text(x) for x in arr[:, 2]]}
+                if self._cache is not None:
+                    self._cache.put((self._eid, run, t), ("histogram", listing[t].max_step, listing[t].max_wall_time),
+                                    [out[t]])
+        return {t: out[t] for t in tags if t in out}
 
     def runs(self) -> dict[str, dict[str, Any]]:
         scalars, records = self.scalar_tags(), self.record_tags()
@@ -350,7 +377,7 @@ def overview(reader: LogReader, run: str, listing: Mapping[str, Any] | None = No
         "scalars": {t: encode_series(downsample(s, OVERVIEW_POINTS)) for t, s in scalars.items()
                     if not t.startswith(LAYER_NORM_PREFIX)},
         "records": by_type,
-        "histograms": reader.histogram_tags(run),
+        "histograms": reader.latest_histograms(run),
         "families": sorted({family_of(t) for t in scalar_tags} | {family_of(t) for t in record_types}),
     }
 

@@ -137,6 +137,28 @@ function lineChart(series, {title = '', width = 420, height = 160, xLabel = 'ste
   return root;
 }
 
+/** Bars of one histogram ({step, left, right, counts}). */
+function histogramChart(tag, h, {width = 300, height = 110} = {}) {
+  const m = {l: 8, r: 8, t: 18, b: 18};
+  const root = svg('svg', {viewBox: `0 0 ${width} ${height}`, width, height, class: 'tfd-chart', role: 'img'});
+  root.appendChild(svg('text', {x: m.l, y: 12, class: 'tfd-chart-title'}, `${tagTail(tag, PREFIX)} (step ${h.step})`));
+  const counts = h.counts.map((c) => (isFiniteNumber(c) ? c : 0));
+  const top = Math.max(1e-12, ...counts);
+  const n = counts.length || 1, w = (width - m.l - m.r) / n;
+  counts.forEach((c, i) => {
+    const bh = (c / top) * (height - m.t - m.b);
+    const bar = svg('rect', {x: (m.l + i * w).toFixed(1), y: (height - m.b - bh).toFixed(1), width: Math.max(w - 0.5, 0.5).toFixed(1),
+                             height: bh.toFixed(1), class: 'tfd-hist'});
+    bar.appendChild(svg('title', {}, `[${num(h.left[i])}, ${num(h.right[i])}): ${num(c)}`));
+    root.appendChild(bar);
+  });
+  if (n) {
+    root.appendChild(svg('text', {x: m.l, y: height - 4, class: 'tfd-tick'}, num(h.left[0])));
+    root.appendChild(svg('text', {x: width - m.r, y: height - 4, class: 'tfd-tick', 'text-anchor': 'end'}, num(h.right[n - 1])));
+  }
+  return root;
+}
+
 function legend(names) {
   return el('div', {class: 'tfd-legend'}, ...names.map((n, i) =>
     el('span', {class: 'tfd-legend-item'}, el('span', {class: 'tfd-swatch', style: `background:${COLORS[i % COLORS.length]}`}), n)));
@@ -288,6 +310,14 @@ function gradientsView(data) {
   multiples.appendChild(noise ? lineChart([{name: 'B_simple', points: noise}], {title: 'gradient noise scale B_simple (examples)', width: 300, height: 140})
                               : el('div', {class: 'tfd-note', text: 'Noise scale: written with two or more replicas (MirroredStrategy).'}));
   box.appendChild(multiples);
+  const histograms = Object.entries(data.histograms);
+  if (histograms.length) {
+    const details = el('details', {}, el('summary', {text: `Newest histograms (${histograms.length}): gradient values, embedding row norms (log10)`}));
+    const box2 = el('div', {class: 'tfd-multiples'});
+    for (const [tag, h] of histograms) box2.appendChild(el('div', {class: 'tfd-multiple'}, histogramChart(tag, h)));
+    details.appendChild(box2);
+    box.appendChild(details);
+  }
   if (data.gradients.variables) {
     const holder = el('div');
     const button = el('button', {class: 'tfd-button', text: `Gradient norm of each of the ${data.gradients.variables} variables`});
@@ -483,16 +513,10 @@ function otherRecordsView(data) {
 function otherScalarsView(data) {
   const covered = ['grad/', 'overfit/', 'fair/', 'div/', 'rank/'].map((f) => PREFIX + f);
   const tags = Object.keys(data.scalars).filter((t) => !covered.some((c) => t.startsWith(c)));
-  if (!tags.length && !data.histograms.length) return null;
+  if (!tags.length) return null;
   const box = el('div');
-  if (tags.length) {
-    const subset = Object.fromEntries(tags.map((t) => [t, data.scalars[t]]));
-    box.appendChild(chartsByParent(subset, PREFIX));
-  }
-  if (data.histograms.length) {
-    box.appendChild(el('div', {class: 'tfd-note', text: `${data.histograms.length} histogram tags (gradient values, ` +
-                                                      'embedding row norms): see the Histograms dashboard.'}));
-  }
+  const subset = Object.fromEntries(tags.map((t) => [t, data.scalars[t]]));
+  box.appendChild(chartsByParent(subset, PREFIX));
   return box;
 }
 
