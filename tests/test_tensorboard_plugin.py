@@ -414,7 +414,12 @@ def test_tensorboard_shows_alerts_and_the_fairness_table_in_chromium(logdir, tmp
             # The hostile group name is text: shown verbatim, no <img> element, no alert().
             assert XSS_GROUP in text
             assert frame.locator("img").count() == 0 and not dialogs
-            assert frame.locator("#tfd-fairness td.tfd-gap-flagged").count() >= 1
+            # Columns whose worst group gets under 0.8 of the best are flagged (gap, ratio, worst cell).
+            table = summary.read_run(os.path.join(logdir, "validation")).records["tfrs_diag/fair/groups"][-1][1]
+            rows = [r for r in table["user_groups"]["user_group"] if r["count"] > 0]
+            ratios = [min(r[c] for r in rows) / max(r[c] for r in rows) for c in rows[0] if c not in ("group", "count")
+                      if max(r[c] for r in rows) > 0]
+            assert frame.locator("#tfd-fairness td.tfd-gap-flagged").count() == 3 * sum(x < 0.8 for x in ratios)
             # A view without data in any run says which callback writes it.
             assert "No overfitting curves yet" not in text  # the synthetic run has them
             assert "No data in train, validation." in frame.locator("#tfd-overfitting").inner_text()
