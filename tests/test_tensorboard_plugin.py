@@ -124,6 +124,10 @@ def test_downsample_keeps_spikes_nonfinite_and_ends_within_budget():
     assert [s for s, _ in small] == sorted(s for s, _ in small)
     assert min(v for _, v in small if math.isfinite(v)) == min(v for _, v in pts if math.isfinite(v))
     assert P.downsample(pts[:10], 1000) == pts[:10]
+    many_nan = [(i, float("nan") if i % 3 else float(i)) for i in range(500)]
+    for budget in (2, 3, 7, 10, 101):
+        small = P.downsample(many_nan, budget)
+        assert len(small) <= budget and small[0] == many_nan[0] and small[-1] == many_nan[-1]
 
 
 def test_heatmap_takes_the_largest_reading_per_bin_and_marks_nonfinite():

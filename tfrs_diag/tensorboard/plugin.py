@@ -106,9 +106,9 @@ def downsample(points: Sequence[tuple[int, float]], max_points: int) -> list[tup
     if n <= max_points:
         return list(points)
     nonfinite = [i for i, (_, v) in enumerate(points) if not math.isfinite(v)]
-    budget = max(2, max_points - len(nonfinite) - 2)
-    buckets = max(1, budget // 2)
-    keep = {0, n - 1, *nonfinite[: max_points // 2]}
+    # At most half the budget for non-finite points, the rest for bucket extremes.
+    keep = {0, n - 1, *nonfinite[: max(0, min(max_points // 2, max_points - 2))]}
+    buckets = (max_points - len(keep)) // 2
     for b in range(buckets):
         lo, hi = b * n // buckets, (b + 1) * n // buckets
         finite = [i for i in range(lo, hi) if math.isfinite(points[i][1])]
