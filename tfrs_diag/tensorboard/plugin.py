@@ -458,56 +458,58 @@ class RecsysDiagnosticsPlugin(base_plugin.TBPlugin):
 
         return self._handle(request, body)
 
-    @wrappers.Request.application
-    def _serve_overview(self, request):
+    def _run_route(self, request, fn):
+        """Answers ``fn(request, reader, run, listing)`` for a validated ``run`` (400 otherwise)."""
         def body():
             reader = self._reader(request)
-            return overview(reader, *self._known_run(reader, request))
+            return fn(request, reader, *self._known_run(reader, request))
 
         return self._handle(request, body)
+
+    @wrappers.Request.application
+    def _serve_overview(self, request):
+        return self._run_route(request, lambda _, reader, run, listing: overview(reader, run, listing))
 
     @wrappers.Request.application
     def _serve_scalars(self, request):
-        def body():
-            reader = self._reader(request)
-            run, listing = self._known_run(reader, request)
-            tag = _check_text("tag", request.args.get("tag"), required=False)
-            prefix = _check_text("prefix", request.args.get("prefix"), required=False)
-            if (tag is None) == (prefix is None):
-                raise BadRequest("pass exactly one of 'tag' and 'prefix'")
-            max_points = _max_points(request.args.get("max_points"), MAX_POINTS)
-            known = listing[run]["tags"]
-            if tag is not None:
-                if tag not in known:
-                    raise BadRequest("unknown tag")
-                tags = [tag]
-            else:
-                if not prefix.startswith(PREFIX):
-                    raise BadRequest(f"prefix must start with {PREFIX!r}")
-                tags = [t for t in known if t.startswith(prefix)]
-                if not tags:
-                    raise BadRequest("no scalar tag has this prefix")
-            series = reader.read_scalars(run, tags)
-            return {"run": run, "scalars": {t: encode_series(downsample(s, max_points)) for t, s in series.items()}}
-
-        return self._handle(request, body)
+        return self._run_route(request, self._scalars)
 
     @wrappers.Request.application
     def _serve_records(self, request):
-        def body():
-            reader = self._reader(request)
-            run, listing = self._known_run(reader, request)
-            tag = _check_text("tag", request.args.get("tag"))
-            types = listing[run]["records"]
-            if tag not in types:
-                raise BadRequest("unknown tag")
-            rows = reader.read_records(run, [tag]).get(tag, [])
-            if tag == ALERT_TAG:
-                return {"run": run, "tag": tag, "type": "alert",
-                        "alerts": expand_alert_records((r["step"], r["payload"]) for r in rows)}
-            return {"run": run, "tag": tag, "type": types[tag], "records": rows}
+        return self._run_route(request, self._records)
 
-        return self._handle(request, body)
+    @staticmethod
+    def _scalars(request, reader: LogReader, run: str, listing) -> dict[str, Any]:
+        tag = _check_text("tag", request.args.get("tag"), required=False)
+        prefix = _check_text("prefix", request.args.get("prefix"), required=False)
+        if (tag is None) == (prefix is None):
+            raise BadRequest("pass exactly one of 'tag' and 'prefix'")
+        max_points = _max_points(request.args.get("max_points"), MAX_POINTS)
+        known = listing[run]["tags"]
+        if tag is not None:
+            if tag not in known:
+                raise BadRequest("unknown tag")
+            tags = [tag]
+        else:
+            if not prefix.startswith(PREFIX):
+                raise BadRequest(f"prefix must start with {PREFIX!r}")
+            tags = [t for t in known if t.startswith(prefix)]
+            if not tags:
+                raise BadRequest("no scalar tag has this prefix")
+        series = reader.read_scalars(run, tags)
+        return {"run": run, "scalars": {t: encode_series(downsample(s, max_points)) for t, s in series.items()}}
+
+    @staticmethod
+    def _records(request, reader: LogReader, run: str, listing) -> dict[str, Any]:
+        tag = _check_text("tag", request.args.get("tag"))
+        types = listing[run]["records"]
+        if tag not in types:
+            raise BadRequest("unknown tag")
+        rows = reader.read_records(run, [tag]).get(tag, [])
+        if tag == ALERT_TAG:
+            return {"run": run, "tag": tag, "type": "alert",
+                    "alerts": expand_alert_records((r["step"], r["payload"]) for r in rows)}
+        return {"run": run, "tag": tag, "type": types[tag], "records": rows}
 
     @wrappers.Request.application
     def _serve_page(self, request):
