@@ -15,6 +15,10 @@ if "tensorflow" not in _sys.modules:
     # not chosen, choose tf-keras. An explicit TF_USE_LEGACY_KERAS=0 is respected (and
     # then fails below with the fix in the message).
     _os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+elif getattr(vars(_sys.modules["tensorflow"]).get("keras"), "__dict__", {}).get("_tfll_initialized") is False:
+    # TensorFlow is imported but has not resolved `tf.keras` yet (TensorBoard loads the
+    # tfrs_diag plugin after importing it): the choice is still open, so make the same one.
+    _os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from tfrs_diag import _keras  # noqa: E402,F401  (fails early, with the fix, on Keras 3)
 

@@ -3,6 +3,7 @@
 Usage::
 
     tfrs-diag demo [--data-dir DIR] [--logdir DIR] [--epochs N] [--seed N]
+    tfrs-diag report LOGDIR [--fail-on never|info|warning|critical]
 
 ``demo`` trains the two-tower retrieval model of ``examples/movielens_retrieval.py``
 with every diagnostic tfrs_diag has, prints what they found and the ``tensorboard``
@@ -463,6 +464,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("logdir", metavar="LOGDIR", help="TensorBoard log directory (every run under it is reported)")
+    p.add_argument("--fail-on", choices=("never", "info", "warning", "critical"), default="never",
+                   help="exit with 1 when an alert of this severity or worse is still firing (default: %(default)s)")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Prints the alerts and tables of every run under LOGDIR (what the TensorBoard plugin shows)."""
+    from tfrs_diag import report
+
+    try:
+        lines, alerts = report.report_lines(args.logdir)
+    except FileNotFoundError:
+        raise UsageError(f"LOGDIR: {args.logdir!r} is not a directory; pass the --logdir you trained with") from None
+    if not lines:
+        print(f"{PROG} report: error: no tfrs_diag data under {args.logdir!r}; add tfrs_diag callbacks with "
+              "log_dir inside it", file=sys.stderr)
+        return 1
+    _say("\n".join(lines).lstrip("\n"))
+    if args.fail_on != "never":
+        bad = report.firing(alerts, args.fail_on)
+        if bad:
+            _say(f"\n{len(bad)} alert(s) of severity {args.fail_on} or worse still firing (--fail-on {args.fail_on})")
+            return 1
+    return 0
+
+
 @dataclasses.dataclass(frozen=True)
 class Command:
     """A subcommand: one-line help, argument set-up and the handler (returns the exit code)."""
@@ -475,6 +503,8 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "demo": Command("train a small two-tower model with every diagnostic and show what they found",
                     _demo_arguments, cmd_demo),
+    "report": Command("print the alerts and tables of every run under a log directory (no browser needed)",
+                      _report_arguments, cmd_report),
 }
 
 

@@ -52,6 +52,8 @@ class EvaluationResult(Mapping[str, float]):
     ks: tuple[int, ...]
     queries: int
     missing_positives: int
+    #: Per K, the Lorenz curve of per-item exposure (`ItemExposure.lorenz`), 101 points.
+    exposure_lorenz: dict[int, dict[str, list[float]]] = dataclasses.field(default_factory=dict)
 
     def __getitem__(self, key: str) -> float:
         try:
@@ -342,7 +344,8 @@ def collect_results(metrics: Mapping[str, Any], ks: Sequence[int],
             item_rows.append(row)
     missing = int(flat.pop("missing_positives", 0))
     queries = int(flat.pop("evaluated_queries", 0))
-    return EvaluationResult(flat, tables, item_rows, tuple(ks), queries, missing)
+    lorenz = metrics["exposure"].lorenz() if "exposure" in metrics else {}
+    return EvaluationResult(flat, tables, item_rows, tuple(ks), queries, missing, lorenz)
 
 
 def evaluate(model_or_query_tower, candidates, data: Mapping[str, np.ndarray], k: Sequence[int] | int = (10, 100),

@@ -69,6 +69,12 @@ def tag(family: str, *parts: str) -> str:
 
 _writers: dict[str, Any] = {}
 _writers_lock = threading.Lock()
+# Per run directory: (step, alert payloads written at that step), see AlertLog._emit.
+_alerts_at_step: dict[str, tuple[int, list[dict]]] = {}
+
+
+def _run_path(log_dir: str, run: str) -> str:
+    return os.path.abspath(os.path.join(log_dir, run) if run else log_dir)
 
 
 def writer_for(log_dir: str, run: str = "train"):
@@ -77,7 +83,7 @@ def writer_for(log_dir: str, run: str = "train"):
     Callbacks that share a log_dir share one writer, so one run has one event file
     per process rather than one per callback.
     """
-    path = os.path.abspath(os.path.join(log_dir, run) if run else log_dir)
+    path = _run_path(log_dir, run)
     with _writers_lock:
         writer = _writers.get(path)
         if writer is None:
@@ -89,9 +95,10 @@ def writer_for(log_dir: str, run: str = "train"):
 
 def close_writer(log_dir: str, run: str = "train") -> None:
     """Flushes and forgets the shared writer of ``log_dir/run`` (files stay complete)."""
-    path = os.path.abspath(os.path.join(log_dir, run) if run else log_dir)
+    path = _run_path(log_dir, run)
     with _writers_lock:
         writer = _writers.pop(path, None)
+        _alerts_at_step.pop(path, None)
     if writer is not None:
         writer.flush()
         writer.close()
@@ -277,9 +284,21 @@ class AlertLog:
             print(str(alert), flush=True)
         _logger.info("%s", alert)
         if self._log_dir is not None:
+            payload = alert.to_dict()
+            # TensorBoard keeps one record per (tag, step), and a record at an earlier step than
+            # the last one evicts the later ones (--load_fast). So alert records go out at
+            # non-decreasing steps (the alert's own step is in its payload), and each carries
+            # the alerts written before it at its record step (in this run, by any callback):
+            # the last record of a step holds them all; see `expand_alert_records`.
+            path = _run_path(self._log_dir, self._run)
+            with _writers_lock:
+                step, earlier = _alerts_at_step.get(path, (None, []))
+                if step is None or alert.step > step:
+                    step, earlier = alert.step, []
+                _alerts_at_step[path] = (step, earlier + [payload])
             writer = writer_for(self._log_dir, self._run)
             with writer.as_default():
-                write_record(ALERT_TAG, "alert", alert.to_dict(), alert.step)
+                write_record(ALERT_TAG, "alert", {**payload, "earlier_at_step": earlier} if earlier else payload, step)
             writer.flush()
 
 
@@ -295,7 +314,29 @@ class RunData:
     records: dict[str, list[tuple[int, dict]]]
 
     def alerts(self) -> list[dict]:
-        return [r for _, r in self.records.get(ALERT_TAG, [])]
+        return expand_alert_records(self.records.get(ALERT_TAG, []))
+
+
+def expand_alert_records(records: Iterable[tuple[int, Mapping[str, Any]]]) -> list[dict]:
+    """The alerts in ``(step, record)`` pairs of ``tfrs_diag/alerts``, each once, by step.
+
+    A record holds one alert and, under ``earlier_at_step``, the alerts written before it
+    at the same record step (TensorBoard may keep only the last record of a step); this
+    flattens them, drops repeats and orders them by the alerts' own steps (stable), so
+    every reader sees the same list.
+    """
+    out: list[dict] = []
+    seen: set[str] = set()
+    for _, record in sorted(records, key=lambda sr: sr[0]):
+        nested = record.get("earlier_at_step") or []
+        top = {k: v for k, v in record.items() if k != "earlier_at_step"}
+        for alert in [*nested, top]:
+            alert = {k: v for k, v in alert.items() if k not in ("version", "type")}
+            key = json.dumps(alert, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                out.append(alert)
+    return sorted(out, key=lambda a: a.get("step") if isinstance(a.get("step"), int) else 0)
 
 
 def read_run(run_dir: str) -> RunData:

@@ -36,7 +36,8 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
       hit rate), ``tfrs_diag/div/...`` (coverage, Gini, entropy, novelty, ILD, ARP, APLT),
       ``tfrs_diag/fair/...`` (exposure Gini, exposure gap, PopRSP/PopREO, per-group
       accuracy and its gaps), and one ``tfrs_diag/fair/groups`` table record per
-      evaluation (user-group and item-group rows);
+      evaluation (user-group and item-group rows) and one ``tfrs_diag/fair/exposure_lorenz``
+      record (type "lorenz": per K the Lorenz curve of per-item exposure and its Gini);
     - adds every metric to the epoch's Keras ``logs`` as ``val_<name>`` (e.g.
       ``val_ndcg_at_10``, ``val_user_group/ndcg_at_10_gap``, ``val_composite``), so
       `EarlyStopping` and `ModelCheckpoint` listed **after** this callback can monitor
@@ -137,6 +138,11 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
                            {"epoch": epoch, "ks": list(result.ks), "queries": result.queries,
                             "missing_positives": result.missing_positives, "user_groups": result.tables,
                             "item_groups": result.item_group_table}, step)
+            if result.exposure_lorenz:
+                S.write_record(S.tag("fair", "exposure_lorenz"), "lorenz",
+                               {"epoch": epoch, "curves": [
+                                   {"k": k, "gini": values.get(f"exposure_gini_at_{k}"), **curve}
+                                   for k, curve in sorted(result.exposure_lorenz.items())]}, step)
         writer.flush()
 
     def _check_alerts(self, result: EvaluationResult, step: int, epoch: int):

@@ -26,6 +26,27 @@ from tfrs_diag.metrics.diversity import gini
 from tfrs_diag.metrics.ranking import ACCURACY_NAMES, accuracy_terms, discounts, stack_terms
 
 
+def lorenz_curve(values, points: int = 101) -> tuple[np.ndarray, np.ndarray]:
+    """The Lorenz curve of non-negative ``values`` (e.g. per-item exposure), on ``points`` x.
+
+    Items sorted ascending; ``x`` is the share of items (0..1, evenly spaced), ``y`` the
+    share of the total they hold (linear between items). The Gini index is one minus
+    twice the area under the curve (exact on the full curve, which has an x per item).
+
+    >>> x, y = lorenz_curve([0, 0, 1, 3], points=5)
+    >>> [float(v) for v in y]
+    [0.0, 0.0, 0.0, 0.25, 1.0]
+    """
+    if points < 2:
+        raise ValueError(f"points must be >= 2, got {points!r}")
+    v = np.sort(np.asarray(values, np.float64).reshape(-1))
+    total = v.sum()
+    x_full = np.arange(v.size + 1) / max(v.size, 1)
+    y_full = np.concatenate([[0.0], np.cumsum(v) / total]) if total > 0 else x_full
+    x = np.linspace(0.0, 1.0, points)
+    return x, np.interp(x, x_full, y_full)
+
+
 def group_gaps(values, counts):
     """(max - min, min / max, UserMAD) over the groups with ``counts > 0``.
 
@@ -158,6 +179,15 @@ class ItemExposure(TopKMetric):
                 out[f"exposure_disparity_at_{k}/{gname}"] = disparity[gi]
             gap, _, _ = group_gaps(disparity, self.relevant)
             out[f"exposure_gap_at_{k}"] = gap
+        return out
+
+    def lorenz(self, points: int = 101) -> dict[int, dict[str, list[float]]]:
+        """Per K, the Lorenz curve of per-item exposure: ``{k: {"x": [...], "y": [...]}}``."""
+        exposure = self.exposure.numpy()
+        out = {}
+        for j, k in enumerate(self.ks):
+            x, y = lorenz_curve(exposure[j], points)
+            out[k] = {"x": x.tolist(), "y": y.tolist()}
         return out
 
     def get_config(self):
