@@ -282,9 +282,8 @@ class TopKEvaluator:
             raise ValueError(f"candidate_embeddings has {cand.shape[0]} rows for {self.mapper.size} candidate ids")
         if self._step is None or self._step[0] is not query_tower:
             self._step = (query_tower, self._build_step(query_tower, cand if self.diversity_embeddings else None, q))
-        _, (step_fn, metrics, result_fn) = self._step
-        for m in metrics.values():
-            m.reset_state()
+        _, (step_fn, metrics, result_fn, reset_fn) = self._step
+        reset_fn()
         if self.diversity_embeddings:
             metrics["diversity"].set_item_embeddings(cand)
         query_input = q.features[self.query_key]
@@ -306,14 +305,50 @@ class TopKEvaluator:
                                exclude)
             return top.indices
 
-        results = tf.function(lambda: {key: m.result() for key, m in metrics.items()})
-        return tf.function(step, reduce_retracing=True), metrics, results
+        state = [v for m in metrics.values() for v in m.variables]
+
+        def reset():
+            # One traced call: an eager assign per state variable costs more than a
+            # whole evaluation batch on a small catalog.
+            for v in state:
+                v.assign(tf.zeros(v.shape, v.dtype))
+            return tf.constant(True)
+
+        return tf.function(step, reduce_retracing=True), metrics, _stacked_results(metrics), tf.function(reset)
+
+
+def _stacked_results(metrics: Mapping[str, Any]):
+    """``() -> {family: {name: value}}`` from one traced call and one host transfer.
+
+    Reading a hundred-odd result tensors one by one costs more than computing them.
+    """
+    names: list[tuple[str, str]] = []
+
+    def stacked():
+        values = []
+        names.clear()
+        for key, m in metrics.items():
+            for name, value in m.result().items():
+                names.append((key, name))
+                values.append(tf.cast(value, tf.float64))
+        return tf.stack(values)
+
+    fn = tf.function(stacked)
+
+    def results() -> dict:
+        vector = fn().numpy()
+        out: dict[str, dict[str, float]] = {key: {} for key in metrics}
+        for (key, name), value in zip(names, vector.tolist()):
+            out[key][name] = value
+        return out
+
+    return results
 
 def collect_results(metrics: Mapping[str, Any], ks: Sequence[int],
                     group_names: Mapping[str, Sequence[str]], result_fn=None) -> EvaluationResult:
     """Flattens the families' results into an `EvaluationResult` with group tables.
 
-    ``result_fn`` (a traced ``lambda: {key: metric.result()}``) computes every result in
+    ``result_fn`` (``() -> {family: {name: value}}``, see `_stacked_results`) computes every result in
     one call; eager `Metric.result` calls cost far more than the evaluation itself.
     """
     flat: dict[str, float] = {}
