@@ -68,6 +68,9 @@ class Explainer:
             baseline = "background" if background is not None else "mean"
         if baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+        if baseline in ("background", "frequency") and background is None:
+            raise ValueError(f"baseline={baseline!r} needs background rows: pass background=<feature dict>, "
+                             "or use baseline='mean' or 'oov'")
         if not isinstance(max_batch_rows, int) or max_batch_rows < 1:
             raise ValueError(f"max_batch_rows must be a positive integer, got {max_batch_rows!r}")
         self.adapter = as_adapter(model)
