@@ -12,23 +12,9 @@ import pytest
 
 from tfrs_diag import datasets, models
 from tfrs_diag.explain import Shapley
+from tfrs_diag.explain.adapters import FeatureCodec
 
 shap = pytest.importorskip("shap")
-
-
-def feature_matrix_wrapper(model, feature_names, *frames):
-    """(encode, predict): codes per column for ``frames``, and a numpy predict over codes."""
-    tables = {f: np.unique(np.concatenate([np.asarray(fr[f]) for fr in frames])) for f in feature_names}
-
-    def encode(frame):
-        return np.stack([np.searchsorted(tables[f], np.asarray(frame[f])) for f in feature_names], 1).astype(float)
-
-    def predict(codes):
-        codes = np.asarray(codes).astype(int)
-        features = {f: tables[f][codes[:, j]] for j, f in enumerate(feature_names)}
-        return model.predict_on_batch(features).reshape(-1).astype(np.float64)
-
-    return encode, predict
 
 
 def test_exact_shapley_agrees_with_kernel_explainer():
@@ -39,9 +25,9 @@ def test_exact_shapley_agrees_with_kernel_explainer():
     names = model.feature_names
     ours = Shapley(model, background).attribute(examples)
 
-    encode, predict = feature_matrix_wrapper(model, names, background, examples)
-    explainer = shap.KernelExplainer(predict, encode(background))
-    theirs = np.asarray(explainer.shap_values(encode(examples), nsamples=2 ** len(names), l1_reg=False, silent=True))
+    codec = FeatureCodec(model, names, background, examples)
+    explainer = shap.KernelExplainer(codec.predict, codec.encode(background))
+    theirs = np.asarray(explainer.shap_values(codec.encode(examples), nsamples=2 ** len(names), l1_reg=False, silent=True))
     assert theirs.shape == ours.values.shape
     np.testing.assert_allclose(explainer.expected_value, ours.base_value[0], atol=1e-5)
     np.testing.assert_allclose(ours.values, theirs, atol=1e-4)

@@ -15,6 +15,7 @@ from tfrs_diag.explain.adapters import (
     BASELINES,
     EmbeddingSpace,
     FeatureAdapter,
+    FeatureCodec,
     RankingAdapter,
     RetrievalAdapter,
     TowerAdapter,
@@ -27,7 +28,27 @@ from tfrs_diag.explain.lime import LimeSurrogate
 from tfrs_diag.explain.occlusion import Occlusion
 from tfrs_diag.explain.permutation import PermutationImportance
 from tfrs_diag.explain.shapley import Shapley
+from tfrs_diag.explain.writer import write_attribution
 
-__all__ = ["Attribution", "BASELINES", "EmbeddingSpace", "Explainer", "FeatureAdapter", "IntegratedGradients",
-           "LimeSurrogate", "Occlusion", "PermutationImportance", "RankingAdapter", "RetrievalAdapter", "Shapley",
-           "TowerAdapter", "as_adapter", "resolve_groups"]
+#: Method names for `explainer` (and `tfrs_diag.callbacks.ExplanationCallback`).
+METHODS = {
+    "shapley": Shapley,
+    "integrated_gradients": IntegratedGradients,
+    "occlusion": Occlusion,
+    "lime": LimeSurrogate,
+    "permutation_importance": PermutationImportance,
+}
+
+
+def explainer(method: str, model, background=None, **kwargs) -> Explainer:
+    """The explainer named ``method`` (a key of `METHODS`): switch methods by changing one name.
+
+    >>> explainer("integrated_gradients", model, background, steps=64).attribute(examples)  # doctest: +SKIP
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    return METHODS[method](model, background, **kwargs)
+
+__all__ = ["Attribution", "BASELINES", "EmbeddingSpace", "Explainer", "FeatureAdapter", "FeatureCodec", "IntegratedGradients",
+           "LimeSurrogate", "METHODS", "Occlusion", "PermutationImportance", "RankingAdapter", "RetrievalAdapter", "Shapley",
+           "TowerAdapter", "as_adapter", "explainer", "resolve_groups", "write_attribution"]
