@@ -88,3 +88,26 @@ def test_callback_bad_arguments(tmp_path):
         tfrs_diag.callbacks.ExplanationCallback({"a": [1]}, method="deeplift")
     with pytest.raises(ValueError, match="examples"):
         tfrs_diag.callbacks.ExplanationCallback({})
+
+
+def test_cli_explain_prints_attributions_and_writes_them(tmp_path, capsys):
+    from tfrs_diag import cli
+
+    code = cli.main(["explain", "--num-interactions", "3000", "--epochs", "1", "--examples", "3",
+                     "--background", "20", "--logdir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "shapley attributions" in out and "user_id" in out and "item_category" in out
+    gap = float(out.split("max |gap|")[1].split()[0])
+    assert gap < 1e-4
+    (run,) = [p for p in tmp_path.iterdir() if p.name.startswith("explain-")]
+    (step, payload), = summary.read_run(str(run / "train")).records[TABLE_TAG]
+    assert len(payload["values"]) == 3 and payload["method"] == "shapley"
+
+
+def test_cli_explain_bad_input(capsys):
+    from tfrs_diag import cli
+
+    assert cli.main(["explain", "--data-dir", "/nonexistent/ml-100k"]) == 2
+    assert "--data-dir" in capsys.readouterr().err
+    assert cli.main(["explain", "--method", "deeplift"]) == 2
