@@ -114,7 +114,7 @@ def test_symmetry_and_dummy():
     examples["f1"] = examples["f0"].copy()
     a = Shapley(adapter, background).attribute(examples)
     np.testing.assert_allclose(a["f0"], a["f1"], atol=1e-6)
-    np.testing.assert_allclose(a["f3"], 0.0, atol=1e-9)  # float64 round-off of the weights only
+    np.testing.assert_allclose(a["f3"], 0.0, atol=1e-6)  # float32 round-off only; others are ~1
     assert np.abs(a["f2"]).max() > 1e-3
     assert names == a.group_names
 

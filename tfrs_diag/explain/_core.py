@@ -60,7 +60,8 @@ class Explainer:
 
     method = "explainer"
     #: Argument kinds of each traced ``_graph_<name>`` (rows [N, D], masks [C, groups], vector [S]).
-    _signatures = {"head": ("rows",), "coalitions": ("rows", "masks", "rows"), "ig": ("rows", "rows", "vector", "vector")}
+    _signatures = {"head": ("rows",), "coalitions": ("rows", "masks", "rows"), "pairs": ("rows", "rows", "matrix", "matrix", "matrix"),
+                   "ig": ("rows", "rows", "vector", "vector")}
 
     def __init__(self, model, background: Mapping[str, Any] | None = None, *, baseline: str | None = None,
                  groups=None, label_key: str | Sequence[str] | None = None, max_batch_rows: int = MAX_BATCH_ROWS):
@@ -123,7 +124,8 @@ class Explainer:
         (one trace per explainer, whatever the chunk sizes)."""
         fn = self._fns.get(name)
         if fn is None:
-            shapes = {"rows": [None, self.space.dim], "masks": [None, self.num_groups], "vector": [None]}
+            shapes = {"rows": [None, self.space.dim], "masks": [None, self.num_groups],
+                      "matrix": [None, None], "vector": [None]}
             signature = [tf.TensorSpec(shapes[a], tf.float32) for a in self._signatures[name]]
             graph = getattr(self, f"_graph_{name}")
 
@@ -136,34 +138,77 @@ class Explainer:
     def _graph_head(self, rows):
         return self.space.head(rows)
 
+    def _linear_parts(self, ex, bg):
+        """Per-group products of the head's first Dense layer: ([.., G+1, H] of ex, of bg, the layer)."""
+        linear = self.space.linear_head()
+        if linear is None:
+            return None
+        kernel, bias, activation, rest = linear
+        kernel = tf.cast(kernel, tf.float32)
+        per_group = tf.one_hot(tf.constant(self.space.col_group), self.num_groups + 1,
+                               dtype=tf.float32)[:, :, None] * kernel[:, None, :]
+        return tf.einsum("nd,dgh->ngh", ex, per_group), tf.einsum("bd,dgh->bgh", bg, per_group), \
+            tf.cast(bias, tf.float32), activation, rest
+
+    @staticmethod
+    def _after_first_layer(z, activation, rest):
+        a = tf.reshape(z, [-1, tf.shape(z)[-1]])
+        if activation is not None:
+            a = activation(a)
+        return tf.cast(tf.reshape(rest(a), [-1]), tf.float32)
+
     def _graph_coalitions(self, ex, masks, bg):
         """Sum over ``bg`` rows of head(mix) for every (example, coalition): ``[ne, C]``."""
-        g = self.num_groups
-        col_group = tf.constant(self.space.col_group)
         masks = tf.concat([masks, tf.ones([tf.shape(masks)[0], 1], masks.dtype)], axis=1)  # ungrouped: from x
         ne, c, mb = tf.shape(ex)[0], tf.shape(masks)[0], tf.shape(bg)[0]
-        linear = self.space.linear_head()
-        if linear is not None:
-            kernel, bias, activation, rest = linear
-            kernel = tf.cast(kernel, tf.float32)
+        parts = self._linear_parts(ex, bg)
+        if parts is not None:
             # Dense over the concatenation is linear: per-group products once per example and
             # per background row, then coalitions are sums of them (no [C*mb, D] matmul).
-            per_group = tf.one_hot(col_group, g + 1, dtype=tf.float32)[:, :, None] * kernel[:, None, :]
-            px = tf.einsum("nd,dgh->ngh", ex, per_group)
-            pb = tf.einsum("bd,dgh->bgh", bg, per_group)
+            px, pb, bias, activation, rest = parts
             z = (tf.einsum("cg,ngh->nch", masks, px)[:, :, None, :]
-                 + tf.einsum("cg,bgh->cbh", 1.0 - masks, pb)[None] + tf.cast(bias, tf.float32))
-            h = tf.shape(kernel)[1]
-            a = tf.reshape(z, [-1, h])
-            if activation is not None:
-                a = activation(a)
-            y = tf.cast(rest(a), tf.float32)
-            y = tf.reshape(y, [ne, c, mb])
+                 + tf.einsum("cg,bgh->cbh", 1.0 - masks, pb)[None] + bias)
+            y = tf.reshape(self._after_first_layer(z, activation, rest), [ne, c, mb])
         else:
-            colmask = tf.gather(masks, col_group, axis=1)  # [C, D]
+            colmask = tf.gather(masks, tf.constant(self.space.col_group), axis=1)  # [C, D]
             mixed = colmask[None, :, None, :] * ex[:, None, None, :] + (1.0 - colmask)[None, :, None, :] * bg[None, None]
             y = tf.reshape(self.space.head(tf.reshape(mixed, [-1, tf.shape(ex)[1]])), [ne, c, mb])
         return tf.reduce_sum(y, axis=2)
+
+    def _graph_pairs(self, ex, bg, players, reduced, weights):
+        """Shapley values of the games of paired rows ``ex[q]``/``bg[q]`` over their ``players [q, k]``.
+
+        Coalition c of pair q takes ``players[q, j]`` from the example where ``reduced[c, j]``
+        is 1 and from the baseline row otherwise; every other group from the example.
+        Returns ``[q, C] outputs @ weights [C, k]``: ``[q, k]``.
+        """
+        players = tf.cast(players, tf.int32)
+        q, c = tf.shape(players)[0], tf.shape(reduced)[0]
+        absent = 1.0 - reduced  # [C, k]: 1 where the player comes from the baseline row
+        parts = self._linear_parts(ex, bg)
+        if parts is not None:
+            # First-layer input of a coalition = all-from-example minus the absent players' (x - b) products.
+            px, pb, bias, activation, rest = parts
+            swap = tf.gather(px - pb, players, batch_dims=1)  # [q, k, H]
+            z = (tf.reduce_sum(px, axis=1) + bias)[:, None, :] - tf.einsum("cj,qjh->qch", absent, swap)
+            y = tf.reshape(self._after_first_layer(z, activation, rest), [q, c])
+        else:
+            onehot = tf.one_hot(players, self.num_groups + 1, dtype=tf.float32)  # [q, k, G+1]
+            masks = 1.0 - tf.einsum("cj,qjg->qcg", absent, onehot)
+            colmask = tf.gather(masks, tf.constant(self.space.col_group), axis=2)  # [q, C, D]
+            mixed = colmask * ex[:, None, :] + (1.0 - colmask) * bg[:, None, :]
+            y = tf.reshape(self.space.head(tf.reshape(mixed, [-1, tf.shape(ex)[1]])), [q, c])
+        return tf.matmul(y, weights)
+
+    def pair_shapley(self, ex: np.ndarray, bg: np.ndarray, players: np.ndarray, reduced: np.ndarray,
+                     weights: np.ndarray) -> np.ndarray:
+        """``[q, k]`` Shapley values of paired games (see `_graph_pairs`), chunked by ``max_batch_rows``."""
+        step = max(1, self.max_batch_rows // max(reduced.shape[0], 1))
+        fn = self._fn("pairs")
+        r, w = tf.constant(reduced, tf.float32), tf.constant(weights, tf.float32)
+        out = [fn(tf.constant(ex[i:i + step]), tf.constant(bg[i:i + step]),
+                  tf.constant(players[i:i + step], tf.float32), r, w).numpy() for i in range(0, len(players), step)]
+        return np.concatenate(out).astype(np.float64)
 
     def coalition_values(self, rows: np.ndarray, masks: np.ndarray) -> np.ndarray:
         """``[n, C]`` coalition values v(S) of examples ``rows`` for 0/1 ``masks`` ``[C, groups]``."""

@@ -107,12 +107,45 @@ class Shapley(Explainer):
         """Shapley values of ``examples`` (feature dict of n rows) -> `Attribution` ``[n, groups]``."""
         rows, outputs, labels = self._prepare(examples, labels)
         if self.mode == "exact":
-            v = self.coalition_values(rows, self._masks)
-            values = v @ self._weights
-            return Attribution(self.method, values, v[:, 0], outputs, self.group_names, labels,
+            values, evaluated = self._exact(rows)
+            base = self.coalition_values(rows, np.zeros((1, self.num_groups), np.float32))[:, 0]
+            return Attribution(self.method, values, base, outputs, self.group_names, labels,
                                extras={"mode": "exact", "coalitions": int(self._masks.shape[0]),
+                                       "evaluations_per_example": evaluated / rows.shape[0],
                                        "baseline": self.baseline, "baseline_rows": int(self.baseline_rows().shape[0])})
         return self._sampled(rows, outputs, labels)
+
+    def _exact(self, rows: np.ndarray) -> tuple[np.ndarray, int]:
+        """Exact values, one (example, baseline row) pair at a time in batches, over only the
+        groups where the pair differs.
+
+        A group whose embedding is the same in the example and the baseline row (the same
+        id) is a dummy player of that pair's game: it gets 0 and leaves the others' values
+        unchanged. So a pair differing in k groups needs 2^k coalitions, not 2^F; pairs are
+        batched by k. The value is the mean of the pairs' values over the baseline rows.
+        Returns the values and the number of model evaluations.
+        """
+        bg = self.baseline_rows()
+        n, m, f = rows.shape[0], bg.shape[0], self.num_groups
+        col_group = self.space.col_group
+        differs = np.zeros((n, m, f), dtype=bool)
+        for g in range(f):
+            cols = np.flatnonzero(col_group == g)
+            differs[:, :, g] = (rows[:, None, cols] != bg[None, :, cols]).any(axis=2)
+        sizes = differs.sum(axis=2)
+        values = np.zeros((n, f))
+        evaluated = 0
+        for k in range(1, f + 1):
+            ex_idx, bg_idx = np.nonzero(sizes == k)
+            if ex_idx.size == 0:
+                continue
+            players = np.nonzero(differs[ex_idx, bg_idx])[1].reshape(-1, k)  # [q, k] groups in play
+            reduced = all_coalitions(k)
+            phi = self.pair_shapley(rows[ex_idx], bg[bg_idx], players, reduced, shapley_weights(reduced))
+            values += np.bincount((ex_idx[:, None] * f + players).ravel(), weights=phi.ravel(),
+                                  minlength=n * f).reshape(n, f)
+            evaluated += ex_idx.size * reduced.shape[0]
+        return values / m, evaluated
 
     def _sampled(self, rows, outputs, labels) -> Attribution:
         f, pairs = self.num_groups, self.num_permutations // 2
