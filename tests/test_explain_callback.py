@@ -90,6 +90,7 @@ def test_callback_bad_arguments(tmp_path):
         tfrs_diag.callbacks.ExplanationCallback({})
 
 
+@pytest.mark.slow
 def test_cli_explain_prints_attributions_and_writes_them(tmp_path, capsys):
     from tfrs_diag import cli
 

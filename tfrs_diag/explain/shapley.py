@@ -107,7 +107,10 @@ class Shapley(Explainer):
         """Shapley values of ``examples`` (feature dict of n rows) -> `Attribution` ``[n, groups]``."""
         rows, outputs, labels = self._prepare(examples, labels)
         if self.mode == "exact":
-            values, evaluated = self._exact(rows)
+            # Examples in chunks: the (example, background row, column) comparisons stay bounded.
+            step = max(1, 16 * self.max_batch_rows // max(1, self.baseline_rows().shape[0] * rows.shape[1]))
+            parts = [self._exact(rows[lo:lo + step]) for lo in range(0, rows.shape[0], step)]
+            values, evaluated = np.concatenate([p[0] for p in parts]), sum(p[1] for p in parts)
             base = self.coalition_values(rows, np.zeros((1, self.num_groups), np.float32))[:, 0]
             return Attribution(self.method, values, base, outputs, self.group_names, labels,
                                extras={"mode": "exact", "coalitions": int(self._masks.shape[0]),
