@@ -20,7 +20,7 @@ from tfrs_diag._keras import tf
 from tfrs_diag.explain.adapters import BASELINES, EmbeddingSpace, as_adapter
 
 #: Default bound on the rows (examples x coalitions x baseline rows) of one call.
-MAX_BATCH_ROWS = 1 << 17
+MAX_BATCH_ROWS = 1 << 16
 
 
 def _example_labels(examples: Mapping[str, Any], n: int, label_key: str | Sequence[str] | None,
