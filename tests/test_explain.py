@@ -402,3 +402,17 @@ def test_attribution_round_trip_and_table():
         Attribution("x", [[1.0, 2.0]], 0.0, [3.0], ("a",))
     with pytest.raises(KeyError, match="groups"):
         a["nope"]
+
+
+def test_ig_equals_shapley_on_a_bilinear_two_tower(small_data):
+    # score = q . c is bilinear in the two groups: along the straight path IG gives
+    # (q - b_q) . (c + b_c) / 2, which is also the two-player Shapley value.
+    tf.keras.utils.set_random_seed(1)
+    model = models.TwoTowerModel(small_data.users["user_id"], small_data.items["item_id"], embedding_dim=5)
+    background, pairs = _take(small_data.train, 0, 15), _take(small_data.test, 0, 5)
+    ig = IntegratedGradients(model, background, steps=2).attribute(pairs)
+    sv = Shapley(model, background).attribute(pairs)
+    assert ig.delta.max() < 1e-5
+    np.testing.assert_allclose(ig.values, sv.values, atol=1e-5)
+    occ = Occlusion(model, background).attribute(pairs)
+    assert np.all(np.isfinite(occ.values)) and occ.values.shape == (5, 2)
