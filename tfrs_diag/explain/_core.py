@@ -59,9 +59,9 @@ class Explainer:
     """
 
     method = "explainer"
-    #: Argument kinds of each traced ``_graph_<name>`` (rows [N, D], masks [C, groups], vector [S]).
-    _signatures = {"head": ("rows",), "coalitions": ("rows", "masks", "rows"), "pairs": ("rows", "rows", "matrix", "matrix", "matrix"),
-                   "ig": ("rows", "rows", "vector", "vector")}
+    #: Argument kinds of each traced ``_graph_<name>``: rows [N, D], masks [C, groups], matrix, vector.
+    _signatures = {"head": ("rows",), "coalitions": ("rows", "masks", "rows"),
+                   "pairs": ("rows", "rows", "matrix", "matrix", "matrix"), "ig": ("rows", "rows", "vector", "vector")}
 
     def __init__(self, model, background: Mapping[str, Any] | None = None, *, baseline: str | None = None,
                  groups=None, label_key: str | Sequence[str] | None = None, max_batch_rows: int = MAX_BATCH_ROWS):
@@ -81,8 +81,8 @@ class Explainer:
         self.max_batch_rows = max_batch_rows
         self._background = background
         self._baseline_rows: np.ndarray | None = None
-        if background is not None:
-            self.space.embed(background, argument="background")  # validates early, fixes the layout
+        # Validates the background early and fixes the layout; kept for the first baseline_rows().
+        self._background_rows = self.space.embed(background, argument="background") if background is not None else None
         self._fns: dict[str, Any] = {}
 
     @property
@@ -96,12 +96,17 @@ class Explainer:
     def baseline_rows(self) -> np.ndarray:
         """``[m, D]`` baseline rows (embedded once, then reused; call `refresh` after training)."""
         if self._baseline_rows is None:
-            self._baseline_rows = self.space.baseline_rows(self.baseline, self._background).astype(np.float32)
+            if self.baseline in ("background", "frequency") and self._background_rows is not None:
+                rows = self._background_rows
+                self._baseline_rows = rows if self.baseline == "background" else rows.mean(axis=0, keepdims=True)
+            else:
+                self._baseline_rows = self.space.baseline_rows(self.baseline, self._background)
+            self._baseline_rows = self._baseline_rows.astype(np.float32)
         return self._baseline_rows
 
     def refresh(self) -> None:
         """Forgets cached baseline embeddings (the model's tables changed)."""
-        self._baseline_rows = None
+        self._baseline_rows = self._background_rows = None
 
     def _prepare(self, examples, labels=None) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
         """Embeds ``examples`` -> (rows [n, D], outputs [n], labels)."""
