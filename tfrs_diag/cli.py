@@ -4,6 +4,7 @@ Usage::
 
     tfrs-diag demo [--data-dir DIR] [--logdir DIR] [--epochs N] [--seed N]
     tfrs-diag report LOGDIR [--fail-on never|info|warning|critical]
+    tfrs-diag explain [--method NAME] [--examples N] [--data-dir DIR] [--logdir DIR]
 
 ``demo`` trains the two-tower retrieval model of ``examples/movielens_retrieval.py``
 with every diagnostic tfrs_diag has, prints what they found and the ``tensorboard``
@@ -405,14 +406,14 @@ def check_logdir(logdir: str) -> str:
         raise UsageError(f"--logdir: cannot create or write to {logdir!r}; pass a directory you can write to") from None
 
 
-def _new_run_dir(logdir: str) -> str:
-    """A fresh run directory ``<logdir>/demo-<time>`` so repeated demos sit side by side."""
+def _new_run_dir(logdir: str, prefix: str = "demo") -> str:
+    """A fresh run directory ``<logdir>/<prefix>-<time>`` so repeated runs sit side by side."""
     check_logdir(logdir)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run, n = os.path.join(logdir, f"demo-{stamp}"), 1
+    run, n = os.path.join(logdir, f"{prefix}-{stamp}"), 1
     while os.path.exists(run):
         n += 1
-        run = os.path.join(logdir, f"demo-{stamp}-{n}")
+        run = os.path.join(logdir, f"{prefix}-{stamp}-{n}")
     return run
 
 
@@ -491,6 +492,70 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain_arguments(p: argparse.ArgumentParser) -> None:
+    from tfrs_diag.explain import METHODS
+
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="MovieLens-100k directory (u.data, u.item, u.user); default: synthetic data")
+    p.add_argument("--num-interactions", metavar="N", type=_positive_int,
+                   help="size of the synthetic data set (default: 10000)")
+    p.add_argument("--method", choices=sorted(METHODS), default="shapley", help="attribution method (default: %(default)s)")
+    p.add_argument("--examples", metavar="N", type=_positive_int, default=5,
+                   help="test examples to explain (default: %(default)s)")
+    p.add_argument("--background", metavar="N", type=_positive_int, default=50,
+                   help="background rows from train (default: %(default)s)")
+    p.add_argument("--epochs", metavar="N", type=_positive_int, default=2, help="epochs (default: %(default)s)")
+    p.add_argument("--seed", metavar="N", type=_non_negative_int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--logdir", metavar="DIR",
+                   help="also write the training logs and the attributions here (run explain-<time>)")
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Trains the demo ranking model and prints the attributions of a few test examples."""
+    import tempfile
+
+    from tfrs_diag import explain, summary
+
+    check_data_args(args.data_dir, args.num_interactions)
+    _say(f"[1/3] loading data ({'MovieLens-100k from ' + args.data_dir if args.data_dir else 'synthetic'})")
+    data = load_data(args.data_dir, num_interactions=None if args.data_dir else (args.num_interactions or 10000),
+                     seed=args.seed)
+    with tempfile.TemporaryDirectory() as scratch:
+        run_dir = _new_run_dir(args.logdir, prefix="explain") if args.logdir else scratch
+        _say(f"[2/3] training the ranking model (features {', '.join(explain_features())}): {args.epochs} epoch(s)")
+        result = train_ranking(data, run_dir, epochs=args.epochs, seed=args.seed, verbose=0)
+        rmse = ranking_rmse(result.model, data.test)
+        _say(f"[3/3] explaining {args.examples} test example(s) with {args.method}, "
+             f"{min(args.background, len(data.train['rating']))} background rows")
+        n = min(args.examples, len(data.test["rating"]))
+        examples = {k: v[:n] for k, v in data.test.items()}
+        background = {k: v[:args.background] for k, v in data.train.items()}
+        if args.method == "permutation_importance":
+            attribution = explain.explainer(args.method, result.model, target="rating").attribute(data.test)
+        else:
+            attribution = explain.explainer(args.method, result.model, background,
+                                            label_key=("user_id", "item_id")).attribute(examples)
+        if args.logdir:
+            explain.write_attribution(attribution, run_dir, result.steps, epoch=args.epochs - 1)
+            summary.close_writer(run_dir)
+    lines = ["", f"test RMSE {rmse:.3f} after {result.steps} steps ({result.seconds:.1f} s)", "",
+             attribution.table()]
+    if attribution.method in ("shapley", "integrated_gradients"):
+        gap = abs(attribution.values.sum(1) + attribution.base_value - attribution.outputs).max()
+        lines.append(f"values + base - output: max |gap| {gap:.1e}")
+    lines.append("example = user_id item_id; values in rating units (the model predicts ratings 1-5)"
+                 if args.method != "permutation_importance" else "values = RMSE increase when the group is shuffled")
+    if args.logdir:
+        lines += ["", "See them in TensorBoard:", f"  tensorboard --logdir {os.path.abspath(args.logdir)}"]
+    _say("\n".join(lines))
+    return 0
+
+
+def explain_features() -> list[str]:
+    """The demo ranking model's feature groups (see `train_ranking`)."""
+    return ["user_id", "item_id", "user_gender", "user_age_bucket", "item_category"]
+
+
 @dataclasses.dataclass(frozen=True)
 class Command:
     """A subcommand: one-line help, argument set-up and the handler (returns the exit code)."""
@@ -505,6 +570,8 @@ COMMANDS: dict[str, Command] = {
                     _demo_arguments, cmd_demo),
     "report": Command("print the alerts and tables of every run under a log directory (no browser needed)",
                       _report_arguments, cmd_report),
+    "explain": Command("train the demo ranking model and print feature attributions of a few test examples",
+                       _explain_arguments, cmd_explain),
 }
 
 

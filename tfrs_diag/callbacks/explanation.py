@@ -1,0 +1,91 @@
+"""`ExplanationCallback`: attributions of fixed examples, tracked during training."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from tfrs_diag import summary as S
+from tfrs_diag._keras import tf
+
+
+class ExplanationCallback(tf.keras.callbacks.Callback):
+    """Explains the same examples every N epochs and writes the attributions to TensorBoard.
+
+    At the end of every ``every_n_epochs`` epochs, runs the `tfrs_diag.explain` method
+    ``method`` on ``examples`` (against ``background``) and writes, under
+    ``log_dir/<run>``: the ``tfrs_diag/explain/attributions`` table record, the
+    ``tfrs_diag/explain/bar_chart`` image and ``tfrs_diag/explain/mean_abs/<group>``
+    scalars (see `tfrs_diag.explain.write_attribution`). The attributions are also kept in
+    ``history`` as ``(epoch, Attribution)`` pairs, so you can see e.g. a feature's share
+    grow as its embedding trains.
+
+    Args:
+      examples: feature dict of the examples to explain (keep it small: a handful of rows).
+      every_n_epochs: cadence.
+      log_dir: TensorBoard log directory (None: keep ``history`` only).
+      background: feature dict of background rows (e.g. 50 training rows).
+      method: a name in `tfrs_diag.explain.METHODS` (default ``"shapley"``).
+      groups, baseline, label_key: as in `tfrs_diag.explain.Explainer`.
+      method_kwargs: extra arguments of the method (e.g. ``{"steps": 64}``).
+      run: run sub-directory (default ``"train"``).
+      verbose: 1 prints the attribution table after each explanation.
+
+    Example:
+
+    >>> cb = tfrs_diag.callbacks.ExplanationCallback(                                   # doctest: +SKIP
+    ...     {k: v[:5] for k, v in data.test.items()}, log_dir="logs/run1",
+    ...     background={k: v[:50] for k, v in data.train.items()}, label_key=("user_id", "item_id"))
+    >>> model.fit(train_ds, epochs=5, callbacks=[cb])                                  # doctest: +SKIP
+    """
+
+    def __init__(self, examples: Mapping[str, Any], every_n_epochs: int = 1, *, log_dir: str | None = None,
+                 background: Mapping[str, Any] | None = None, method: str = "shapley", groups=None,
+                 baseline: str | None = None, label_key: str | Sequence[str] | None = None,
+                 method_kwargs: Mapping[str, Any] | None = None, run: str = "train", verbose: int = 0):
+        super().__init__()
+        from tfrs_diag.explain import METHODS
+
+        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs <= 0:
+            raise ValueError(f"every_n_epochs must be a positive integer, got {every_n_epochs!r}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+        if not isinstance(examples, Mapping) or not examples:
+            raise ValueError("examples must be a non-empty feature dict {name: array}")
+        self.examples = {k: np.asarray(v) for k, v in examples.items()}
+        self.every_n_epochs = every_n_epochs
+        self.log_dir = S.check_log_dir(log_dir) if log_dir is not None else None
+        self.background = background
+        self.method = method
+        self.options = dict(groups=groups, baseline=baseline, label_key=label_key, **dict(method_kwargs or {}))
+        self.run = run
+        self.verbose = verbose
+        self.history: list[tuple[int, Any]] = []
+        self._explainer = None
+
+    def _get_explainer(self):
+        from tfrs_diag.explain import explainer
+
+        if self._explainer is None:
+            self._explainer = explainer(self.method, self.model, self.background, **self.options)
+        self._explainer.refresh()  # the tables trained since the last call
+        return self._explainer
+
+    def explain_now(self, epoch: int | None = None):
+        """Explains the examples with the model as it is now; writes and returns the `Attribution`."""
+        from tfrs_diag.explain import write_attribution
+
+        attribution = self._get_explainer().attribute(self.examples)
+        step = int(self.model.optimizer.iterations.numpy()) if getattr(self.model, "optimizer", None) else \
+            (epoch or 0) + 1
+        self.history.append((epoch, attribution))
+        if self.log_dir is not None:
+            write_attribution(attribution, self.log_dir, step, epoch=epoch, run=self.run)
+        if self.verbose:
+            print(f"[tfrs_diag] epoch {(epoch or 0) + 1}: {attribution}", flush=True)
+        return attribution
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every_n_epochs == 0:
+            self.explain_now(epoch)

@@ -1,0 +1,54 @@
+"""Post-hoc explanations of ranking and retrieval scores, attributed to input feature groups.
+
+Every method has the same shape: construct it with the model (or a feature adapter) and a
+background, then ``.attribute(examples) -> Attribution``; switch methods by changing one
+name. All of them work in embedding space (see `tfrs_diag.explain.adapters`).
+
+>>> from tfrs_diag import explain                                             # doctest: +SKIP
+>>> a = explain.Shapley(model, background).attribute(examples)               # doctest: +SKIP
+>>> a = explain.IntegratedGradients(model, background).attribute(examples)   # doctest: +SKIP
+>>> print(a)                                                                  # doctest: +SKIP
+"""
+
+from tfrs_diag.explain._core import Explainer
+from tfrs_diag.explain.adapters import (
+    BASELINES,
+    EmbeddingSpace,
+    FeatureAdapter,
+    FeatureCodec,
+    RankingAdapter,
+    RetrievalAdapter,
+    TowerAdapter,
+    as_adapter,
+    resolve_groups,
+)
+from tfrs_diag.explain.attribution import Attribution
+from tfrs_diag.explain.integrated_gradients import IntegratedGradients
+from tfrs_diag.explain.lime import LimeSurrogate
+from tfrs_diag.explain.occlusion import Occlusion
+from tfrs_diag.explain.permutation import PermutationImportance
+from tfrs_diag.explain.shapley import Shapley
+from tfrs_diag.explain.writer import write_attribution
+
+#: Method names for `explainer` (and `tfrs_diag.callbacks.ExplanationCallback`).
+METHODS = {
+    "shapley": Shapley,
+    "integrated_gradients": IntegratedGradients,
+    "occlusion": Occlusion,
+    "lime": LimeSurrogate,
+    "permutation_importance": PermutationImportance,
+}
+
+
+def explainer(method: str, model, background=None, **kwargs) -> Explainer:
+    """The explainer named ``method`` (a key of `METHODS`): switch methods by changing one name.
+
+    >>> explainer("integrated_gradients", model, background, steps=64).attribute(examples)  # doctest: +SKIP
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    return METHODS[method](model, background, **kwargs)
+
+__all__ = ["Attribution", "BASELINES", "EmbeddingSpace", "Explainer", "FeatureAdapter", "FeatureCodec", "IntegratedGradients",
+           "LimeSurrogate", "METHODS", "Occlusion", "PermutationImportance", "RankingAdapter", "RetrievalAdapter", "Shapley",
+           "TowerAdapter", "as_adapter", "explainer", "resolve_groups", "write_attribution"]

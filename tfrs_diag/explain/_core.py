@@ -1,0 +1,239 @@
+"""What every explainer shares: the adapter, the baseline rows and batched coalition values.
+
+A coalition is a 0/1 mask over feature groups. Its value for an example is the model
+output with the groups in the coalition taken from the example and the others from a
+baseline row, averaged over the baseline rows (one row for "oov"/"mean"/"frequency",
+the background rows for "background"):
+
+    v(S) = mean_b head(mask_S * e(x) + (1 - mask_S) * b)
+
+All coalitions of a chunk of examples and background rows go through one traced call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from tfrs_diag._keras import tf
+from tfrs_diag.explain.adapters import BASELINES, EmbeddingSpace, as_adapter
+
+#: Default bound on the rows (examples x coalitions x baseline rows) of one call.
+MAX_BATCH_ROWS = 1 << 16
+
+
+def _example_labels(examples: Mapping[str, Any], n: int, label_key: str | Sequence[str] | None,
+                    labels: Sequence[str] | None) -> list[str] | None:
+    if labels is not None:
+        labels = [str(x) for x in labels]
+        if len(labels) != n:
+            raise ValueError(f"labels has {len(labels)} entries for {n} examples")
+        return labels
+    if label_key is None:
+        return None
+    keys = [label_key] if isinstance(label_key, str) else list(label_key)
+
+    def text(v):
+        return v.decode() if isinstance(v, bytes) else str(v)
+
+    cols = [np.asarray(examples[k]).reshape(-1) for k in keys if k in examples]
+    return [" ".join(text(c[i]) for c in cols) for i in range(n)] if cols else None
+
+
+class Explainer:
+    """Base of the attribution methods: ``Method(model, background, ...).attribute(examples)``.
+
+    Args:
+      model: a `FeatureAdapter` or a model `as_adapter` can split (e.g.
+        `tfrs_diag.models.RankingModel`, `tfrs_diag.models.TwoTowerModel`).
+      background: feature dict of reference rows (needed for ``baseline="background"``
+        and ``"frequency"``).
+      baseline: where absent groups come from, in embedding space: ``"background"``
+        (average over the background rows), ``"frequency"`` (their mean embedding),
+        ``"mean"`` (each table's mean row) or ``"oov"`` (each table's OOV row).
+      groups: feature groups (default: one per input key; see `resolve_groups`).
+      label_key: feature(s) whose values label the examples in tables (default: none).
+      max_batch_rows: bound on rows per traced call (memory stays bounded for large
+        backgrounds: rows are chunked and their sums accumulated).
+    """
+
+    method = "explainer"
+    #: Argument kinds of each traced ``_graph_<name>``: rows [N, D], masks [C, groups], matrix, vector.
+    _signatures = {"head": ("rows",), "coalitions": ("rows", "masks", "rows"),
+                   "pairs": ("rows", "rows", "matrix", "matrix", "matrix"), "ig": ("rows", "rows", "vector", "vector")}
+
+    def __init__(self, model, background: Mapping[str, Any] | None = None, *, baseline: str | None = None,
+                 groups=None, label_key: str | Sequence[str] | None = None, max_batch_rows: int = MAX_BATCH_ROWS):
+        if baseline is None:
+            baseline = "background" if background is not None else "mean"
+        if baseline not in BASELINES:
+            raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+        if baseline in ("background", "frequency") and background is None:
+            raise ValueError(f"baseline={baseline!r} needs background rows: pass background=<feature dict>, "
+                             "or use baseline='mean' or 'oov'")
+        if not isinstance(max_batch_rows, int) or max_batch_rows < 1:
+            raise ValueError(f"max_batch_rows must be a positive integer, got {max_batch_rows!r}")
+        self.adapter = as_adapter(model)
+        self.space = EmbeddingSpace(self.adapter, groups)
+        self.baseline = baseline
+        self.label_key = label_key
+        self.max_batch_rows = max_batch_rows
+        self._background = background
+        self._baseline_rows: np.ndarray | None = None
+        # Validates the background early and fixes the layout; kept for the first baseline_rows().
+        self._background_rows = self.space.embed(background, argument="background") if background is not None else None
+        self._fns: dict[str, Any] = {}
+
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        return self.space.group_names
+
+    @property
+    def num_groups(self) -> int:
+        return self.space.num_groups
+
+    def baseline_rows(self) -> np.ndarray:
+        """``[m, D]`` baseline rows (embedded once, then reused; call `refresh` after training)."""
+        if self._baseline_rows is None:
+            if self.baseline in ("background", "frequency") and self._background_rows is not None:
+                rows = self._background_rows
+                self._baseline_rows = rows if self.baseline == "background" else rows.mean(axis=0, keepdims=True)
+            else:
+                self._baseline_rows = self.space.baseline_rows(self.baseline, self._background)
+            self._baseline_rows = self._baseline_rows.astype(np.float32)
+        return self._baseline_rows
+
+    def refresh(self) -> None:
+        """Forgets cached baseline embeddings (the model's tables changed)."""
+        self._baseline_rows = self._background_rows = None
+
+    def _prepare(self, examples, labels=None) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+        """Embeds ``examples`` -> (rows [n, D], outputs [n], labels)."""
+        rows = self.space.embed(examples, argument="examples")
+        outputs = self.outputs(rows)
+        n = rows.shape[0]
+        return rows, outputs, _example_labels(examples, n, self.label_key, labels)
+
+    def outputs(self, rows: np.ndarray) -> np.ndarray:
+        out = []
+        step = max(1, self.max_batch_rows)
+        for lo in range(0, rows.shape[0], step):
+            out.append(self._fn("head")(tf.constant(rows[lo:lo + step])).numpy())
+        return np.concatenate(out).astype(np.float64)
+
+    # ------------------------------------------------------------ traced functions
+
+    def _fn(self, name: str):
+        """The traced ``_graph_<name>``; every argument is a float32 tensor of any shape
+        (one trace per explainer, whatever the chunk sizes)."""
+        fn = self._fns.get(name)
+        if fn is None:
+            shapes = {"rows": [None, self.space.dim], "masks": [None, self.num_groups],
+                      "matrix": [None, None], "vector": [None]}
+            signature = [tf.TensorSpec(shapes[a], tf.float32) for a in self._signatures[name]]
+            graph = getattr(self, f"_graph_{name}")
+
+            def call(*args):  # a fresh function per explainer: TF's retracing warning counts per function
+                return graph(*args)
+
+            fn = self._fns[name] = tf.function(call, input_signature=signature)
+        return fn
+
+    def _graph_head(self, rows):
+        return self.space.head(rows)
+
+    def _linear_parts(self, ex, bg):
+        """Per-group products of the head's first Dense layer: ([.., G+1, H] of ex, of bg, the layer)."""
+        linear = self.space.linear_head()
+        if linear is None:
+            return None
+        kernel, bias, activation, rest = linear
+        kernel = tf.cast(kernel, tf.float32)
+        per_group = tf.one_hot(tf.constant(self.space.col_group), self.num_groups + 1,
+                               dtype=tf.float32)[:, :, None] * kernel[:, None, :]
+        return tf.einsum("nd,dgh->ngh", ex, per_group), tf.einsum("bd,dgh->bgh", bg, per_group), \
+            tf.cast(bias, tf.float32), activation, rest
+
+    @staticmethod
+    def _after_first_layer(z, activation, rest):
+        a = tf.reshape(z, [-1, tf.shape(z)[-1]])
+        if activation is not None:
+            a = activation(a)
+        return tf.cast(tf.reshape(rest(a), [-1]), tf.float32)
+
+    def _graph_coalitions(self, ex, masks, bg):
+        """Sum over ``bg`` rows of head(mix) for every (example, coalition): ``[ne, C]``."""
+        masks = tf.concat([masks, tf.ones([tf.shape(masks)[0], 1], masks.dtype)], axis=1)  # ungrouped: from x
+        ne, c, mb = tf.shape(ex)[0], tf.shape(masks)[0], tf.shape(bg)[0]
+        parts = self._linear_parts(ex, bg)
+        if parts is not None:
+            # Dense over the concatenation is linear: per-group products once per example and
+            # per background row, then coalitions are sums of them (no [C*mb, D] matmul).
+            px, pb, bias, activation, rest = parts
+            z = (tf.einsum("cg,ngh->nch", masks, px)[:, :, None, :]
+                 + tf.einsum("cg,bgh->cbh", 1.0 - masks, pb)[None] + bias)
+            y = tf.reshape(self._after_first_layer(z, activation, rest), [ne, c, mb])
+        else:
+            colmask = tf.gather(masks, tf.constant(self.space.col_group), axis=1)  # [C, D]
+            mixed = colmask[None, :, None, :] * ex[:, None, None, :] + (1.0 - colmask)[None, :, None, :] * bg[None, None]
+            y = tf.reshape(self.space.head(tf.reshape(mixed, [-1, tf.shape(ex)[1]])), [ne, c, mb])
+        return tf.reduce_sum(y, axis=2)
+
+    def _graph_pairs(self, ex, bg, players, reduced, weights):
+        """Shapley values of the games of paired rows ``ex[q]``/``bg[q]`` over their ``players [q, k]``.
+
+        Coalition c of pair q takes ``players[q, j]`` from the example where ``reduced[c, j]``
+        is 1 and from the baseline row otherwise; every other group from the example.
+        Returns ``[q, C] outputs @ weights [C, k]``: ``[q, k]``.
+        """
+        players = tf.cast(players, tf.int32)
+        q, c = tf.shape(players)[0], tf.shape(reduced)[0]
+        absent = 1.0 - reduced  # [C, k]: 1 where the player comes from the baseline row
+        parts = self._linear_parts(ex, bg)
+        if parts is not None:
+            # First-layer input of a coalition = all-from-example minus the absent players' (x - b) products.
+            px, pb, bias, activation, rest = parts
+            swap = tf.gather(px - pb, players, batch_dims=1)  # [q, k, H]
+            z = (tf.reduce_sum(px, axis=1) + bias)[:, None, :] - tf.einsum("cj,qjh->qch", absent, swap)
+            y = tf.reshape(self._after_first_layer(z, activation, rest), [q, c])
+        else:
+            onehot = tf.one_hot(players, self.num_groups + 1, dtype=tf.float32)  # [q, k, G+1]
+            masks = 1.0 - tf.einsum("cj,qjg->qcg", absent, onehot)
+            colmask = tf.gather(masks, tf.constant(self.space.col_group), axis=2)  # [q, C, D]
+            mixed = colmask * ex[:, None, :] + (1.0 - colmask) * bg[:, None, :]
+            y = tf.reshape(self.space.head(tf.reshape(mixed, [-1, tf.shape(ex)[1]])), [q, c])
+        return tf.matmul(y, weights)
+
+    def pair_shapley(self, ex: np.ndarray, bg: np.ndarray, players: np.ndarray, reduced: np.ndarray,
+                     weights: np.ndarray) -> np.ndarray:
+        """``[q, k]`` Shapley values of paired games (see `_graph_pairs`), chunked by ``max_batch_rows``."""
+        step = max(1, self.max_batch_rows // max(reduced.shape[0], 1))
+        fn = self._fn("pairs")
+        r, w = tf.constant(reduced, tf.float32), tf.constant(weights, tf.float32)
+        out = [fn(tf.constant(ex[i:i + step]), tf.constant(bg[i:i + step]),
+                  tf.constant(players[i:i + step], tf.float32), r, w).numpy() for i in range(0, len(players), step)]
+        return np.concatenate(out).astype(np.float64)
+
+    def coalition_values(self, rows: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """``[n, C]`` coalition values v(S) of examples ``rows`` for 0/1 ``masks`` ``[C, groups]``."""
+        masks = np.asarray(masks, dtype=np.float32)
+        bg = self.baseline_rows()
+        n, c, m = rows.shape[0], masks.shape[0], bg.shape[0]
+        cap = self.max_batch_rows
+        cc = min(c, cap)
+        mb = min(m, max(1, cap // cc))
+        ne = min(n, max(1, cap // (cc * mb)))
+        fn = self._fn("coalitions")
+        out = np.zeros((n, c), dtype=np.float64)
+        for i in range(0, n, ne):
+            ex = tf.constant(rows[i:i + ne])
+            for j in range(0, c, cc):
+                mk = tf.constant(masks[j:j + cc])
+                for k in range(0, m, mb):
+                    out[i:i + ne, j:j + cc] += fn(ex, mk, tf.constant(bg[k:k + mb])).numpy()
+        return out / m
+
+    def attribute(self, examples: Mapping[str, Any], labels: Sequence[str] | None = None):
+        """Attributions of ``examples`` (a feature dict) -> `tfrs_diag.explain.Attribution`."""
+        raise NotImplementedError
