@@ -23,6 +23,8 @@ __version__ = "0.1.0"
 from tfrs_diag import callbacks, datasets, metrics, summary  # noqa: E402
 from tfrs_diag.capture import GradientCapture  # noqa: E402
 from tfrs_diag.evaluation import EvaluationResult, TopKEvaluator, evaluate  # noqa: E402
+from tfrs_diag import layers  # noqa: E402
 
 __all__ = ["callbacks", "datasets", "metrics", "summary", "evaluate", "EvaluationResult", "GradientCapture",
            "TopKEvaluator", "__version__"]
+__all__ += ["layers"]

@@ -2,5 +2,7 @@
 
 from tfrs_diag.callbacks.beyond_accuracy import BeyondAccuracy
 from tfrs_diag.callbacks.gradients import GradientStatistics, NonFiniteGradientError
+from tfrs_diag.callbacks.overfitting import OverfittingMonitor
 
 __all__ = ["BeyondAccuracy", "GradientStatistics", "NonFiniteGradientError"]
+__all__ += ["OverfittingMonitor"]
