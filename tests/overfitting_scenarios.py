@@ -188,6 +188,25 @@ def collapse(log_dir: str) -> ScenarioResult:
 
 
 @scenario
+def memorization(log_dir: str) -> ScenarioResult:
+    rng = np.random.default_rng(0)
+    num_items = 400
+    popularity = 1.0 / np.arange(1, num_items + 1)
+    items = rng.choice(num_items, size=4000, p=popularity / popularity.sum()).astype(np.int32)
+    labels = (rng.random(4000) < 0.5).astype(np.float32)  # coin flips: only memorising fits them
+    tf.keras.utils.set_random_seed(0)
+    item = tf.keras.Input((), dtype=tf.int32)
+    embedded = EmbeddingProbe(tf.keras.layers.Embedding(num_items, 8, name="item_embedding"))(item)
+    model = tf.keras.Model(item, tf.keras.layers.Dense(1)(embedded))
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.05),
+                  loss=tf.keras.losses.BinaryCrossentropy(from_logits=True))
+    monitor = OverfittingMonitor(log_dir, verbose=0)
+    train = tf.data.Dataset.from_tensor_slices((items, labels)).batch(200)
+    return _run("memorization", "item embedding (dim 8, EmbeddingProbe, Zipf item ids) fitted to coin-flip "
+                "labels, Adam(0.05), 6 epochs", ("embedding_memorization",), model, train, [monitor], 6, monitor)
+
+
+@scenario
 def exploding_gradients(log_dir: str) -> ScenarioResult:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4096, 8)).astype(np.float32) * 3

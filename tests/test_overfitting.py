@@ -131,6 +131,18 @@ def test_embedding_probe_counts_lookups_under_jit_and_the_monitor_probes_do_not_
     assert [v.name for v in user_probe.non_trainable_weights] == [user_probe.usage_counts.name]
 
 
+def test_embedding_probe_counts_every_replica_under_mirrored_strategy(mirrored_strategy):
+    data = datasets.synthetic(num_users=60, num_items=90, num_interactions=1500, seed=3)
+    with mirrored_strategy.scope():
+        model = models.TwoTowerModel(num_users=data.num_users, num_items=data.num_items, embedding_dim=8,
+                                     embedding_probe=True)
+        model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1))
+    keys = ("user_index", "item_index")
+    model.fit(tf.data.Dataset.from_tensor_slices({k: data.train[k] for k in keys}).batch(100), epochs=1, verbose=0)
+    np.testing.assert_array_equal(model.user_model.layers[0].usage_counts.numpy(),
+                                  np.bincount(data.train["user_index"], minlength=data.num_users))
+
+
 def test_embedding_probe_in_a_string_lookup_tower_and_its_config_round_trips():
     tower = tf.keras.Sequential([tf.keras.layers.StringLookup(vocabulary=["a", "b"], mask_token=None),
                                  EmbeddingProbe(tf.keras.layers.Embedding(3, 4))])

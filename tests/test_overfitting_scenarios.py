@@ -84,6 +84,19 @@ def test_collapse_fires_for_the_table_behind_a_one_unit_bottleneck(results):
     assert min(s["abundance_ratio"] for s in healthy) > 2 * r.monitor.collapse_ratio
 
 
+def test_memorization_fires_when_rare_rows_outgrow_popular_ones(results):
+    r = results["memorization"]
+    alert = r.first("embedding_memorization")
+    assert alert is not None and alert.subject == "item_embedding_probe/embeddings"
+    stats = [s for s in r.monitor.embedding_stats if s["epoch"] <= alert.epoch]
+    # Fired at the first epoch where the least-used quarter's mean norm passed 2x the most-used one's.
+    assert [s["tail_head_norm_ratio"] > r.monitor.memorization_ratio for s in stats] == \
+        [False] * (len(stats) - 1) + [True]
+    assert stats[-1]["bucket_norms"][0] > stats[-2]["bucket_norms"][0]
+    # The healthy two-tower's rare rows stay below its popular rows' norm times the threshold.
+    assert max(s["tail_head_norm_ratio"] for s in results["healthy"].monitor.embedding_stats) < 2.0
+
+
 def test_exploding_gradients_fire_with_the_monitor_attached(results):
     r = results["exploding_gradients"]
     alert = r.first("exploding_gradients")

@@ -70,7 +70,9 @@ class EmbeddingProbe(tf.keras.layers.Layer):
         # everywhere (XLA, TPU); the monitor only needs zero / order / ratios.
         self.usage_counts = self.add_weight(
             name="usage_counts", shape=(self.input_dim,), dtype=tf.float32,
-            initializer="zeros", trainable=False)
+            initializer="zeros", trainable=False,
+            # Under tf.distribute each replica counts its own lookups; reads sum them.
+            synchronization=tf.VariableSynchronization.ON_READ, aggregation=tf.VariableAggregation.SUM)
         super().build(input_shape)
 
     @property
@@ -81,7 +83,10 @@ class EmbeddingProbe(tf.keras.layers.Layer):
     def call(self, inputs, training=None):
         if training is not False and not getattr(_state, "paused", False):
             ids = tf.reshape(tf.cast(inputs, tf.int32), [-1])
-            self.usage_counts.scatter_add(tf.IndexedSlices(tf.ones_like(ids, tf.float32), ids))
+            # The raw op on `.handle`: under tf.distribute that is this replica's own copy of
+            # the ON_READ variable (whose scatter_add method is not implemented).
+            tf.raw_ops.ResourceScatterAdd(resource=self.usage_counts.handle, indices=ids,
+                                          updates=tf.ones_like(ids, tf.float32))
         return self.embedding(inputs)
 
     def compute_mask(self, inputs, mask=None):
