@@ -425,7 +425,8 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
             self.alert_log.clear("overfitting", self.monitor, self._step, epoch)
 
     def _evaluate_validation(self, logs: dict):
-        if self.validation_data is None or any(k.startswith("val_") for k in logs):
+        # fit(validation_data=...) already gave val_loss; other callbacks may add other val_ keys.
+        if self.validation_data is None or "val_loss" in logs:
             return
         data = self.validation_data
         if isinstance(data, (tuple, list)):  # (x, y[, sample_weight]) arrays
@@ -434,7 +435,7 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         else:
             results = self.model.evaluate(data, verbose=0, return_dict=True)
         for k, v in results.items():
-            logs[f"val_{k}"] = float(v)
+            logs.setdefault(f"val_{k}", float(v))
 
     def _embedding_level(self):
         scalars = {}
