@@ -160,6 +160,7 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
             self._heldout, self._seen = _head(self._heldout, n), _head(self._seen, n)
         self._probe_fn = None
         self._probe_key = None
+        self._stepped = False  # a train step has run: model and compiled metrics exist
 
         self.readings: list[dict[str, float]] = []  # step, epoch, heldout, seen
         self.epoch_logs: list[dict[str, float]] = []
@@ -179,7 +180,7 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         self._jump_checked_epoch = -1
         self._noted: set[str] = set()
         self._probes: list[EmbeddingProbe] = []
-        self._norm_fns: dict[int, Any] = {}
+        self._stats_fns: dict[int, Any] = {}
         self._prev_tail_norm: dict[str, float] = {}
 
     # ------------------------------------------------------------ public
@@ -197,6 +198,8 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         if not self._is_tfrs and getattr(model, "compiled_loss", None) is None:
             raise RuntimeError("OverfittingMonitor needs a compiled model: call model.compile(loss=...) before fit().")
         self._probes = [layer for layer in _all_layers(model) if isinstance(layer, EmbeddingProbe)]
+        if self._probe_key is not None and self._probe_key[0] != id(model):
+            self._stepped = False  # another model: trace for it again once it is built
         self._steps_before_fit = self._step
         if self._has_probes and not self.readings:
             # Before any training step: the trivial baseline of the underfitting test.
@@ -210,6 +213,7 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         self._epoch_start_step = self._step
 
     def on_train_batch_end(self, batch, logs=None):
+        self._stepped = True
         self._step = self._epoch_start_step + int(batch) + 1
         if self._has_probes and self._step % self.probe_every_n_steps == 0:
             self._probe_reading()
@@ -272,7 +276,7 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
     def _run_probes(self) -> tuple[float | None, float | None]:
         # Traced again once the first train step has built the model and its metrics,
         # so that every metric variable is in the saved-and-restored set; then reused.
-        key = (id(self.model), bool(self.model.built), len(_state_variables(self.model)))
+        key = (id(self.model), self._stepped)
         if self._probe_fn is None or self._probe_key != key:
             self._probe_fn, self._probe_key = self._make_probe_fn(), key
         examples = tuple(e for e in (self._heldout, self._seen) if e is not None)
@@ -386,7 +390,7 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         if self.monitor not in values:
             self._note("no_monitor", f"OverfittingMonitor: monitor={self.monitor!r} is not in the epoch logs "
                                      f"(available: {sorted(values)}); the overfitting trend test is off.")
-            self._scalars.write(scalars, epoch)
+            _write_scalars(scalars, epoch)
             return
         train_key = self.monitor[4:] if self.monitor.startswith("val_") else None
         sign = 1.0 if self.mode == "min" else -1.0  # worse = up for "min"
@@ -402,7 +406,7 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
             tests[key] = (t, p_worse)
             scalars[S.tag("overfit", "epoch", "trend", key, "slope")] = t.slope
             scalars[S.tag("overfit", "epoch", "trend", key, "p_worse")] = p_worse
-        self._scalars.write(scalars, epoch)
+        _write_scalars(scalars, epoch)
         val = tests.get(self.monitor)
         if val is None or val[0].n < self.window:
             return
@@ -445,17 +449,16 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
             table = probe.embeddings
             name = S.clean_name(table.name)
             counts = probe.usage_counts.numpy()
-            fn = self._norm_fns.get(id(probe))
+            fn = self._stats_fns.get(id(probe))
             if fn is None:
-                fn = self._norm_fns[id(probe)] = tf.function(
-                    lambda t=table: tf.sqrt(tf.reduce_sum(tf.square(tf.cast(t, tf.float32)), axis=1)))
-            norms = fn().numpy()
+                fn = self._stats_fns[id(probe)] = tf.function(
+                    lambda rows, t=table: E.table_statistics(t, rows),
+                    input_signature=[tf.TensorSpec([None], tf.int64)])
             used = np.flatnonzero(counts > 0)
             rows = E.sample_rows(len(counts), self.embedding_sample_rows, candidates=used,
                                  seed=self.seed + self._epoch)
-            block = tf.gather(table, rows).numpy() if len(rows) else np.zeros((0, probe.output_dim))
-            if np.all(np.isfinite(block)):
-                sigma = E.singular_values(block)
+            norms, sigma, finite = (x.numpy() for x in fn(tf.constant(rows, tf.int64)))
+            if finite and len(rows):
                 ia, erank = E.information_abundance(sigma), E.effective_rank(sigma)
             else:  # diverged weights: no spectrum (the gradient statistics report the NaN)
                 ia = erank = float("nan")
@@ -479,7 +482,8 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
                 if math.isfinite(v):
                     scalars[S.tag("embed", f"row_norm_bucket_{i}", name)] = v
             self._check_embedding(stats, name, dim, bucket_norms)
-        self._scalars.write(scalars, self._step)
+        with S.writer_for(self.log_dir, self.run).as_default():
+            self._scalars.write(scalars, self._step)  # the same tags every epoch: one traced write
 
     def _check_embedding(self, stats, name, dim, bucket_norms):
         step, epoch, log = self._step, self._epoch, self.alert_log
@@ -558,6 +562,13 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _write_scalars(values: Mapping[str, float], step: int) -> None:
+    # Once per epoch, with tag sets that change as epochs accrue: plain eager writes
+    # (S.ScalarBatch would trace one function per tag set).
+    for tag_, value in values.items():
+        S.write_scalar(tag_, value, step)
 
 
 def _is_number(v) -> bool:

@@ -41,13 +41,45 @@ def sample_rows(num_rows: int, max_rows: int, *, candidates: np.ndarray | None =
 
 
 def singular_values(rows: np.ndarray) -> np.ndarray:
-    """Singular values (descending) of a ``[n, d]`` block of rows, in float64."""
+    """Singular values (descending) of a ``[n, d]`` block of rows, in float64.
+
+    For ``n > d`` they are the square roots of the eigenvalues of the ``d x d`` Gram
+    matrix ``X^T X`` (one ``n d^2`` product, about 10x cheaper than an SVD of ``X``);
+    float64 keeps the small ones accurate enough for sums and ratios.
+
+    >>> singular_values(np.array([[3.0, 0.0], [0.0, 4.0], [0.0, 0.0]])).tolist()
+    [4.0, 3.0]
+    """
     rows = np.asarray(rows, dtype=np.float64)
     if rows.ndim != 2:
         raise ValueError(f"rows must be a [n, d] matrix, got shape {rows.shape}")
     if rows.size == 0:
         return np.zeros(0)
-    return np.linalg.svd(rows, compute_uv=False)
+    n, d = rows.shape
+    if n <= d:
+        return np.linalg.svd(rows, compute_uv=False)
+    eig = np.linalg.eigvalsh(rows.T @ rows)[::-1]
+    return np.sqrt(np.clip(eig, 0.0, None))
+
+
+def table_statistics(table, rows):
+    """Row norms of the whole ``table`` and singular values of ``table[rows]``, in TF.
+
+    Returns ``(norms [n] float32, sigma [d] float64 descending, finite bool)``; the
+    spectrum is that of the ``d x d`` Gram matrix of the gathered rows (its eigenvalues
+    are the squared singular values), so the cost is one norm pass over the table plus
+    ``len(rows) * d^2``. Non-finite rows are zeroed and ``finite`` is False. Meant to be
+    wrapped in one `tf.function` per table (TensorFlow's thread pool is busy during
+    `fit`; numpy's BLAS threads competing with it made the same SVD 10-50x slower).
+    """
+    from tfrs_diag._keras import tf
+
+    norms = tf.norm(tf.cast(table, tf.float32), axis=1)
+    block = tf.cast(tf.gather(table, rows), tf.float64)
+    finite = tf.reduce_all(tf.math.is_finite(block))
+    block = tf.where(tf.math.is_finite(block), block, tf.zeros_like(block))
+    eig = tf.linalg.eigvalsh(tf.matmul(block, block, transpose_a=True))
+    return norms, tf.sqrt(tf.maximum(tf.reverse(eig, [0]), 0.0)), finite
 
 
 def information_abundance(sigma: Sequence[float]) -> float:
