@@ -79,19 +79,21 @@ def build(variant: str, ml, log_root: str, probe_every_n_steps: int):
 def profile_steps(runners, ds, rounds: int) -> dict:
     """Single train steps of the plain and the EmbeddingProbe model, interleaved; the monitor's host work."""
     fns, its = {}, {}
-    for v in ("plain", "probe"):
+    names = ("plain", "probe", "plain_copy")
+    for v in names:
         model = runners[v][0]
         fns[v] = model.make_train_function(force=True)
         its[v] = iter(ds.repeat())
         for _ in range(3):
             fns[v](its[v])
-    times = {"plain": [], "probe": []}
+    times = {v: [] for v in names}
     for r in range(rounds):
-        for v in C.interleaved_order(("plain", "probe"), r):
+        for v in C.interleaved_order(names, r):
             t = time.perf_counter()
             fns[v](its[v])["loss"].numpy()  # wait for the step
             times[v].append(time.perf_counter() - t)
     ratios = [b / a for a, b in zip(times["plain"], times["probe"])]
+    aa = [b / a for a, b in zip(times["plain"], times["plain_copy"])]
     monitor = runners["monitor"][1][0]
     probe_monitor = runners["probe_monitor"][1][0]
 
@@ -102,7 +104,8 @@ def profile_steps(runners, ds, rounds: int) -> dict:
         return 1000 * (time.perf_counter() - t) / n
 
     return {"plain_ms": 1000 * C.median(times["plain"]), "probe_ms": 1000 * C.median(times["probe"]),
-            "ratio_median": C.median(ratios), "reading_ms": per_call_ms(monitor._probe_reading, 20),
+            "ratio_median": C.median(ratios), "plain_copy_ms": 1000 * C.median(times["plain_copy"]),
+            "aa_ratio_median": C.median(aa), "reading_ms": per_call_ms(monitor._probe_reading, 20),
             "epoch_end_ms": per_call_ms(lambda: monitor.on_epoch_end(0, {}), 10),
             "epoch_end_probe_ms": per_call_ms(lambda: probe_monitor.on_epoch_end(0, {}), 10)}
 
@@ -145,7 +148,11 @@ def main(argv=None) -> int:
                 samples[v]["step"].append(C.median(timer.step_durations()))
                 C.log(f"  repeat {r + 1} {v:<14} {samples[v]['wall'][-1]:.2f} s")
         readings = len(runners["monitor"][1][0].readings)
-        profile = profile_steps(runners, ds, args.profile_rounds) if args.profile_rounds else None
+        if args.profile_rounds:
+            runners["plain_copy"] = build("plain", ml, log_root, args.probe_every_n_steps)  # A/A control
+            profile = profile_steps(runners, ds, args.profile_rounds)
+        else:
+            profile = None
     res = {}
     for v in VARIANTS:
         s = samples[v]
@@ -184,6 +191,9 @@ def main(argv=None) -> int:
         print(f"- train step, plain: {profile['plain_ms']:.2f} ms; with EmbeddingProbe: {profile['probe_ms']:.2f} ms "
               f"(x{profile['probe_ms'] / profile['plain_ms']:.3f}, median of per-round ratios "
               f"x{profile['ratio_median']:.3f})")
+        print(f"- A/A control, a second plain model: {profile['plain_copy_ms']:.2f} ms "
+              f"(x{profile['plain_copy_ms'] / profile['plain_ms']:.3f}, per-round x{profile['aa_ratio_median']:.3f}): "
+              "differences of that size are noise")
         print(f"- one probe reading of the monitor (host call + two 256-example losses): {profile['reading_ms']:.2f} ms "
               f"= {profile['reading_ms'] / args.probe_every_n_steps:.3f} ms per step at probe_every_n_steps="
               f"{args.probe_every_n_steps}")

@@ -82,11 +82,14 @@ class EmbeddingProbe(tf.keras.layers.Layer):
 
     def call(self, inputs, training=None):
         if training is not False and not getattr(_state, "paused", False):
-            ids = tf.reshape(tf.cast(inputs, tf.int32), [-1])
-            # The raw op on `.handle`: under tf.distribute that is this replica's own copy of
-            # the ON_READ variable (whose scatter_add method is not implemented).
+            ids = inputs.flat_values if isinstance(inputs, tf.RaggedTensor) else inputs
+            if ids.dtype not in (tf.int32, tf.int64):
+                ids = tf.cast(ids, tf.int32)
+            # One op: the raw scatter takes ids of any shape and a scalar update. On `.handle`,
+            # because under tf.distribute that is this replica's own copy of the ON_READ
+            # variable (whose scatter_add method is not implemented).
             tf.raw_ops.ResourceScatterAdd(resource=self.usage_counts.handle, indices=ids,
-                                          updates=tf.ones_like(ids, tf.float32))
+                                          updates=tf.constant(1.0, tf.float32))
         return self.embedding(inputs)
 
     def compute_mask(self, inputs, mask=None):
