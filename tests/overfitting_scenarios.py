@@ -163,8 +163,8 @@ def underfitting(log_dir: str) -> ScenarioResult:
     model.compile(optimizer=tf.keras.optimizers.Adagrad(1e-4))
     monitor = OverfittingMonitor(log_dir, probe_data=_features(data.test), train_probe_data=_features(data.train),
                                  probe_every_n_steps=10, verbose=0)
-    return _run("underfitting", "the healthy two-tower with a learning rate of 1e-4, 2 epochs", ("underfitting",),
-                model, models.retrieval_dataset(data.train, 256), [monitor], 2, monitor)
+    return _run("underfitting", "the healthy two-tower with a learning rate of 1e-4, 3 epochs", ("underfitting",),
+                model, models.retrieval_dataset(data.train, 256), [monitor], 3, monitor)
 
 
 @scenario
@@ -239,9 +239,9 @@ def vanishing_gradients(log_dir: str) -> ScenarioResult:
     grads = GradientStatistics(log_dir, every_n_steps=4, vanishing_window=3, verbose=0)
     monitor = OverfittingMonitor(log_dir, probe_data=(x[-256:], y[-256:]), train_probe_data=(x[:256], y[:256]),
                                  probe_every_n_steps=4, gradient_statistics=grads, verbose=0)
-    return _run("vanishing_gradients", "8 sigmoid layers initialised with std 0.05, SGD(0.01), 2 epochs "
+    return _run("vanishing_gradients", "8 sigmoid layers initialised with std 0.05, SGD(0.01), 3 epochs "
                 "(GradientStatistics + monitor)", ("vanishing_gradients", "underfitting"), model,
-                tf.data.Dataset.from_tensor_slices((x, y)).batch(64), [grads, monitor], 2, monitor)
+                tf.data.Dataset.from_tensor_slices((x, y)).batch(64), [grads, monitor], 3, monitor)
 
 
 def run_all(root: str, names=None) -> dict[str, ScenarioResult]:

@@ -51,11 +51,15 @@ def test_trend_tells_a_planted_rise_from_noise():
 
 
 def test_plateau_and_relative_change():
-    assert T.relative_improvement([10.0, 9.0, 8.0], window=2) == pytest.approx(0.2)
-    assert T.relative_improvement([10.0, 11.0, 12.0], window=2) == pytest.approx(-0.1)
-    assert math.isnan(T.relative_improvement([1.0, 2.0], window=2))
-    assert T.is_plateau([5.0, 4.99, 4.98, 4.985], window=3, tolerance=0.01)
-    assert not T.is_plateau([5.0, 4.5, 4.4, 4.3], window=3, tolerance=0.01)
+    # Means of the windows: (10 + 9) / 2 = 9.5 -> (8 + 7) / 2 = 7.5: 2 / 9.5 lower.
+    assert T.relative_improvement([10.0, 9.0, 8.0, 7.0], window=2) == pytest.approx(2 / 9.5)
+    assert T.relative_improvement([99.0, 10.0, 11.0, 12.0], window=1) == pytest.approx(-1 / 11)
+    assert math.isnan(T.relative_improvement([1.0, 2.0, 3.0], window=2))
+    assert T.is_plateau([5.0, 4.99, 4.98, 4.985, 4.97, 4.98], window=3, tolerance=0.01)
+    assert not T.is_plateau([5.0, 4.8, 4.6, 4.5, 4.4, 4.3], window=3, tolerance=0.01)
+    # One noisy high reading before the window does not make the next readings look like progress.
+    assert T.is_plateau([1.0, 1.06, 1.0, 1.02, 1.0, 1.01], window=3, tolerance=0.02)
+    assert T.relative_improvement([1.0, 1.06, 1.0, 1.02, 1.0, 1.01], window=1) == pytest.approx(0.01 / 1.0 * -1)
     assert T.relative_change(-2.0, -1.0) == pytest.approx(0.5)
 
 
@@ -248,3 +252,21 @@ def test_empty_probes_and_bad_arguments_get_clear_errors(tmp_path):
         OverfittingMonitor(str(tmp_path), on_overfit="restore")
     with pytest.raises(ValueError, match="probe_every_n_steps"):
         OverfittingMonitor(str(tmp_path), probe_every_n_steps=0)
+
+
+def test_underfitting_compares_with_a_mean_predictor_not_only_the_untrained_model(tmp_path):
+    # Ratings around 3.5 that no feature explains: the best a model can do is the mean.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2048, 4)).astype(np.float32)
+    y = (3.5 + rng.normal(size=(2048, 1))).astype(np.float32)
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.1), loss="mse")
+    monitor = OverfittingMonitor(str(tmp_path), probe_data=(x[:256], y[:256]), train_probe_data=(x[256:], y[256:]),
+                                 probe_every_n_steps=4, verbose=0)
+    model.fit(x[256:], y[256:], batch_size=64, epochs=4, callbacks=[monitor], verbose=0)
+    base = monitor.baselines
+    # The untrained model predicts ~0 (loss ~ 3.5^2 + 1); the mean predictor has loss ~ var(y) = 1.
+    assert base["untrained"] > 8 and base["mean_predictor"] == pytest.approx(np.var(y[256:512]), rel=0.02)
+    (alert,) = [a for a in monitor.alerts if a.kind == "underfitting"]  # once: it does not flap
+    assert alert.evidence["baseline"] == base["mean_predictor"] and alert.evidence["loss"] < 0.2 * base["untrained"]

@@ -172,7 +172,7 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         self.stopped_epoch: int | None = None
         self._best_weights: list[np.ndarray] | None = None
         self._baseline: float | None = baseline_loss
-        self._steps_before_fit = 0
+        self.baselines: dict[str, float] = {} if baseline_loss is None else {"given": float(baseline_loss)}
         self._step = 0
         self._epoch = 0
         self._epoch_start_step = 0
@@ -200,12 +200,15 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         self._probes = [layer for layer in _all_layers(model) if isinstance(layer, EmbeddingProbe)]
         if self._probe_key is not None and self._probe_key[0] != id(model):
             self._stepped = False  # another model: trace for it again once it is built
-        self._steps_before_fit = self._step
         if self._has_probes and not self.readings:
             # Before any training step: the trivial baseline of the underfitting test.
             heldout, seen = self._run_probes()
             if self._baseline is None:
-                self._baseline = seen if seen is not None else heldout
+                self.baselines["untrained"] = seen if seen is not None else heldout
+                mean_loss = self._mean_predictor_loss()
+                if mean_loss is not None:
+                    self.baselines["mean_predictor"] = mean_loss
+                self._baseline = min(self.baselines.values())
             self._record_reading(heldout, seen)
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -286,6 +289,33 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         seen = values.pop(0) if self._seen is not None else None
         return heldout, seen
 
+    def _mean_predictor_loss(self) -> float | None:
+        """Loss of predicting the mean label of the training probe for every example.
+
+        Plain Keras models with one loss only (TFRS tasks keep their labels inside
+        ``compute_loss``). With a logits loss the constant is not the best one, so the
+        smaller of this and the untrained model's loss is the baseline.
+        """
+        if self._is_tfrs or self._seen is None or isinstance(self.model.loss, (dict, list, tuple)):
+            return None
+        try:
+            x, y, sw = tf.keras.utils.unpack_x_y_sample_weight(self._seen)
+            if y is None or not y.dtype.is_floating and not y.dtype.is_integer:
+                return None
+            loss_fn = tf.keras.losses.get(self.model.loss)
+            with counting_paused():
+                y_pred = self.model(x, training=False)
+            mean = tf.reduce_mean(tf.cast(y, y_pred.dtype), axis=0)
+            constant = tf.broadcast_to(mean, tf.shape(y_pred))
+            if isinstance(loss_fn, tf.keras.losses.Loss):
+                value = float(loss_fn(y, constant, sample_weight=sw))
+            else:  # a loss function by name ("mse"): per-example values, unweighted mean
+                value = float(tf.reduce_mean(loss_fn(tf.reshape(tf.cast(y, y_pred.dtype), tf.shape(y_pred)),
+                                                     constant)))
+        except (ValueError, TypeError):  # a loss or label layout this simple recipe does not fit
+            return None
+        return value if math.isfinite(value) else None
+
     def _record_reading(self, heldout, seen) -> dict:
         reading = {"step": self._step, "epoch": self._epoch, "heldout": heldout, "seen": seen}
         self.readings.append(reading)
@@ -344,7 +374,7 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
     def _check_underfitting(self, series: Sequence[float], subject: str, first_epoch_readings: int = 0):
         # The first epoch is warm-up (a slow start is no plateau): judge only later readings.
         series = [v for v in series[first_epoch_readings:] if v is not None and math.isfinite(v)]
-        if self._epoch < 1 or len(series) <= self.plateau_window:
+        if self._epoch < 1 or len(series) < 2 * self.plateau_window:
             return
         baseline = self._baseline if self._baseline is not None else series[0]
         plateau = T.is_plateau(series, self.plateau_window, self.plateau_tolerance)
@@ -353,16 +383,23 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         step = self._step
         if plateau and (high or vanishing):
             improvement = 1.0 - series[-1] / baseline if baseline else float("nan")
-            why = (f"gradients vanish in {', '.join(vanishing)}" if vanishing and not high
-                   else f"it is only {improvement:.0%} below a trivial baseline")
+            if vanishing and not high:
+                why = f"gradients vanish in {', '.join(vanishing)}"
+            elif improvement > 0:
+                why = f"it is only {improvement:.0%} below a trivial baseline ({baseline:.4g})"
+            else:
+                why = f"it is no better than a trivial baseline ({series[-1]:.4g} vs {baseline:.4g})"
             self.alert_log.fire(S.Alert(
                 "underfitting", "warning", step, self._epoch, subject,
                 f"The training loss stopped improving and {why}: raise the learning rate, widen the "
                 "embeddings or the model, or train longer.",
-                {"loss": series[-1], "baseline": baseline, "relative_improvement_over_window":
+                {"loss": series[-1], "baseline": baseline, "baselines": self.baselines,
+                 "relative_improvement_over_window":
                  T.relative_improvement(series, self.plateau_window), "window": self.plateau_window,
                  "vanishing_layers": vanishing}))
-        elif not plateau or not (high or vanishing):
+        elif not (high or vanishing) or T.relative_improvement(series, self.plateau_window) >= \
+                2 * self.plateau_tolerance:
+            # Cleared only when clearly better, not on the first reading that wobbles down.
             self.alert_log.clear("underfitting", subject, step, self._epoch)
 
     def _vanishing_layers(self) -> list[str]:

@@ -5,7 +5,7 @@ The overfitting monitor asks three questions of a loss series; each is a functio
 - is it really going up (or down), or is that noise? -- `trend`: the Theil-Sen slope
   (median of pairwise slopes, robust to one bad epoch) and the Mann-Kendall test
   (rank-based, no normality assumption), with one-sided p-values;
-- has it stopped improving? -- `relative_improvement` / `is_plateau`;
+- has it stopped improving? -- `relative_improvement` / `is_plateau` (window means);
 - did it jump at an epoch boundary? -- `relative_change`.
 
 >>> t = trend([1.0, 1.1, 1.3, 1.2, 1.5])
@@ -114,31 +114,32 @@ def trend(y: Sequence[float], x: Sequence[float] | None = None) -> Trend:
 
 
 def relative_improvement(y: Sequence[float], window: int) -> float:
-    """How much the best of the last ``window`` values improved on the value before them.
+    """How much lower the mean of the last ``window`` values is than the mean of the ``window`` before.
 
-    ``(y[-window-1] - min(y[-window:])) / |y[-window-1]|``: 0.1 means the series got 10%
-    lower over the window, a negative value that it only got worse. NaN when the series
-    has ``window`` values or fewer.
+    ``(mean(y[-2w:-w]) - mean(y[-w:])) / |mean(y[-2w:-w])|``: 0.1 means the series got 10%
+    lower, a negative value that it got worse. Means over windows, not single readings,
+    so that one noisy reading neither makes nor breaks a plateau. NaN with fewer than
+    ``2 * window`` values.
 
-    >>> round(relative_improvement([10.0, 8.0, 7.9, 7.95], window=2), 6)
-    0.0125
+    >>> round(relative_improvement([10.0, 8.0, 7.9, 7.95], window=2), 6)   # 9 -> 7.925
+    0.119444
     """
     y = _as_series(y)
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
-    if len(y) <= window:
+    if len(y) < 2 * window:
         return float("nan")
-    ref = y[-window - 1]
-    return float((ref - y[-window:].min()) / max(abs(ref), 1e-12))
+    before, last = y[-2 * window:-window].mean(), y[-window:].mean()
+    return float((before - last) / max(abs(before), 1e-12))
 
 
 def is_plateau(y: Sequence[float], window: int, tolerance: float) -> bool:
     """True when the last ``window`` values improved (went down) by less than ``tolerance``.
 
     >>> is_plateau([10.0, 8.0, 7.9, 7.95], window=2, tolerance=0.02)
-    True
-    >>> is_plateau([10.0, 8.0, 7.9, 7.95], window=3, tolerance=0.02)
     False
+    >>> is_plateau([8.0, 7.9, 7.95, 7.9], window=2, tolerance=0.02)
+    True
     """
     r = relative_improvement(y, window)
     return bool(np.isfinite(r) and r < tolerance)
