@@ -42,12 +42,14 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
       Within the first ``jump_fraction`` of an epoch after the first, the held-out loss
       rises by more than ``jump_threshold`` (relative) above its value at the end of the
       previous epoch while the training probe's loss falls.
-    - **underfitting**: the training probe's loss (else the epoch training loss) improved
-      by less than ``plateau_tolerance`` over the last ``plateau_window`` readings while
-      still above ``underfit_ratio`` x a trivial baseline: ``baseline_loss`` if given,
-      else the probe loss of the model before training (for a freshly initialised model
-      close to a constant / uniform predictor). A plateau together with a firing
-      ``vanishing_gradients`` alert of ``gradient_statistics`` also counts.
+    - **underfitting**: from the second epoch on, the mean of the training probe's last
+      ``plateau_window`` readings (else of the epoch training losses) is less than
+      ``plateau_tolerance`` below the mean of the ``plateau_window`` before, while the loss
+      is still above ``underfit_ratio`` x a trivial baseline: ``baseline_loss`` if given,
+      else the smaller of the untrained model's probe loss (close to a uniform predictor
+      for a retrieval softmax) and, for plain Keras models, a mean predictor's loss. A
+      plateau together with a firing ``vanishing_gradients`` alert of
+      ``gradient_statistics`` also counts.
     - **embedding_collapse**, **embedding_memorization**, **dead_embedding_rows**: for every
       `tfrs_diag.layers.EmbeddingProbe` in the model, each epoch: information abundance
       of the used rows (a row sample of ``embedding_sample_rows``) below
@@ -84,7 +86,10 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         without it the held-out probe loss at epoch end picks the best epoch).
       mode: "min", "max" or "auto" (max for accuracy/recall/NDCG-like names).
       on_overfit: None (alert only), "stop" (stop `fit`) or "restore_best" (stop and
-        put back the weights of the best epoch by ``monitor``).
+        put back the weights of the best epoch by ``monitor``; like Keras' EarlyStopping,
+        it copies the weights to host memory at each new best epoch).
+      baseline_loss: the loss of a trivial predictor (e.g. popularity) on the training
+        probe, for the underfitting test.
       gradient_statistics: a `GradientStatistics` callback in the same `fit`; its
         vanishing-gradient alerts feed the underfitting detector.
       verbose: print alerts and notes to the console.
