@@ -270,3 +270,18 @@ def test_underfitting_compares_with_a_mean_predictor_not_only_the_untrained_mode
     assert base["untrained"] > 8 and base["mean_predictor"] == pytest.approx(np.var(y[256:512]), rel=0.02)
     (alert,) = [a for a in monitor.alerts if a.kind == "underfitting"]  # once: it does not flap
     assert alert.evidence["baseline"] == base["mean_predictor"] and alert.evidence["loss"] < 0.2 * base["untrained"]
+
+
+def test_probe_data_may_be_arrays_or_a_batched_or_unbatched_dataset():
+    from tfrs_diag.callbacks.overfitting import _take_examples
+
+    features = {"user_id": np.array([f"u{i}" for i in range(50)]), "item_index": np.arange(50)}
+    want = _take_examples(features, 16, "probe_data")
+    ds = tf.data.Dataset.from_tensor_slices(features)
+    for data in (ds, ds.batch(7)):
+        got = _take_examples(data, 16, "probe_data")
+        for k in features:
+            np.testing.assert_array_equal(got[k].numpy(), want[k].numpy())
+    assert want["item_index"].shape == (16,)
+    with pytest.raises(ValueError, match="same number of rows"):
+        _take_examples({"a": np.arange(3), "b": np.arange(4)}, 16, "probe_data")
