@@ -285,3 +285,40 @@ def test_probe_data_may_be_arrays_or_a_batched_or_unbatched_dataset():
     assert want["item_index"].shape == (16,)
     with pytest.raises(ValueError, match="same number of rows"):
         _take_examples({"a": np.arange(3), "b": np.arange(4)}, 16, "probe_data")
+
+
+def _feed(monitor, epochs):
+    for epoch, logs in enumerate(epochs):
+        monitor.on_epoch_begin(epoch)
+        monitor.on_epoch_end(epoch, dict(logs))
+
+
+def test_overfitting_trend_test_fires_on_a_steady_rise_and_names_metrics_that_still_improve(tmp_path):
+    # Hand-made epoch logs: val_loss bottoms out at epoch 2 and rises; top-K accuracy keeps rising.
+    val = [5.0, 4.0, 3.5, 3.6, 3.7, 3.9, 4.0, 4.2]
+    epochs = [{"loss": 5.0 - 0.3 * e, "val_loss": v, "val_top_100_accuracy": 0.1 + 0.02 * e,
+               "top_100_accuracy": 0.1 + 0.05 * e} for e, v in enumerate(val)]
+    monitor = OverfittingMonitor(str(tmp_path), verbose=0)
+    monitor.set_model(tf.keras.Sequential([tf.keras.layers.Dense(1)]))
+    _feed(monitor, epochs)
+    (alert,) = monitor.alerts
+    # Epochs 2..6 are the first window of 5 rising values (S = 10, p = 0.014).
+    assert alert.kind == "overfitting" and alert.epoch == 6
+    assert alert.evidence["p_worse"] == pytest.approx(T.trend(val[2:7]).p_increasing)
+    assert alert.evidence["still_improving"] == ["val_top_100_accuracy"]
+    assert "val_top_100_accuracy still improves" in alert.message
+    run = summary.read_run(str(tmp_path / "train"))
+    gaps = dict(run.scalars["tfrs_diag/overfit/epoch/top_100_accuracy/gap"])
+    assert gaps[7] == pytest.approx(epochs[7]["val_top_100_accuracy"] - epochs[7]["top_100_accuracy"])
+
+
+def test_overfitting_trend_test_stays_quiet_on_noise(tmp_path):
+    rng = np.random.default_rng(3)
+    fired = 0
+    for run in range(20):
+        monitor = OverfittingMonitor(str(tmp_path / str(run)), verbose=0)
+        monitor.set_model(tf.keras.Sequential([tf.keras.layers.Dense(1)]))
+        _feed(monitor, [{"loss": 3.0, "val_loss": 3.0 + 0.1 * rng.normal()} for _ in range(10)])
+        fired += any(a.kind == "overfitting" for a in monitor.alerts)
+    # 6 overlapping windows per run, each at most ~4% false alarms: about 15% of runs; 3 of 20 seen.
+    assert fired <= 5

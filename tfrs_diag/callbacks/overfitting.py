@@ -458,17 +458,39 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         overfit = p_worse < self.alpha and sign * t.slope > 0 and train_ok
         if overfit:
             best = f" (best at epoch {self.best_epoch + 1})" if self.best_epoch is not None else ""
+            improving = self._still_improving(values)
+            if improving:  # the TFRS question: loss worse, top-K accuracy better -- which to stop on?
+                advice = (f"{', '.join(improving)} still improve{'s' if len(improving) == 1 else ''}, so if that "
+                          f"is what you serve, monitor it instead (OverfittingMonitor(monitor=...), EarlyStopping), "
+                          "else stop earlier (on_overfit='restore_best') or add L2 to the embeddings.")
+            else:
+                advice = ("stop earlier (on_overfit='restore_best'), add L2 or dropout to the embeddings, "
+                          "or use more data.")
             fired = self.alert_log.fire(S.Alert(
                 "overfitting", "warning", self._step, epoch, self.monitor,
                 f"{self.monitor} has worsened for {self.window} epochs while training {train_key or 'loss'} "
-                f"did not{best}: stop earlier (on_overfit='restore_best'), add L2 or dropout to the embeddings, "
-                "or use more data.",
+                f"did not{best}: {advice}",
                 {"slope": t.slope, "p_worse": p_worse, "window": self.window, "best_epoch": self.best_epoch,
-                 "train_slope": train[0].slope if train else None}))
+                 "train_slope": train[0].slope if train else None, "still_improving": improving}))
             if fired:
                 self._act("overfitting")
         else:
             self.alert_log.clear("overfitting", self.monitor, self._step, epoch)
+
+    def _still_improving(self, values: dict[str, float]) -> list[str]:
+        """Other validation metrics that improve significantly over the same window."""
+        out = []
+        for key in sorted(values):
+            if not key.startswith("val_") or key == self.monitor:
+                continue
+            series = [e[key] for e in self.epoch_logs if key in e and math.isfinite(e[key])][-self.window:]
+            if len(series) < self.window:
+                continue
+            t = T.trend(series)
+            p_better = t.p_increasing if _mode_of(key) == "max" else t.p_decreasing
+            if p_better < self.alpha:
+                out.append(key)
+        return out
 
     def _evaluate_validation(self, logs: dict):
         # fit(validation_data=...) already gave val_loss; other callbacks may add other val_ keys.
