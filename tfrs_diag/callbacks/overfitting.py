@@ -20,7 +20,8 @@ from tfrs_diag.stats import trends as T
 
 _logger = logging.getLogger("tfrs_diag")
 _ON_OVERFIT = (None, "stop", "restore_best")
-_MAX_MODE_HINTS = ("acc", "auc", "recall", "precision", "ndcg", "hit", "top_", "mrr", "map", "coverage")
+_ACCURACY_HINTS = ("acc", "auc", "recall", "precision", "ndcg", "hit", "top_", "mrr", "map")
+_MAX_MODE_HINTS = _ACCURACY_HINTS + ("coverage",)
 
 
 def _mode_of(name: str) -> str:
@@ -478,10 +479,12 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
             self.alert_log.clear("overfitting", self.monitor, self._step, epoch)
 
     def _still_improving(self, values: dict[str, float]) -> list[str]:
-        """Other validation metrics that improve significantly over the same window."""
+        """Validation accuracy metrics (recall, NDCG, top-K accuracy, ...; not per-group
+        breakdowns) that improve significantly over the same window; at most three."""
         out = []
         for key in sorted(values):
-            if not key.startswith("val_") or key == self.monitor:
+            if (not key.startswith("val_") or key == self.monitor or "/" in key
+                    or not any(h in key.lower() for h in _ACCURACY_HINTS)):
                 continue
             series = [e[key] for e in self.epoch_logs if key in e and math.isfinite(e[key])][-self.window:]
             if len(series) < self.window:
@@ -490,7 +493,7 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
             p_better = t.p_increasing if _mode_of(key) == "max" else t.p_decreasing
             if p_better < self.alpha:
                 out.append(key)
-        return out
+        return out[:3]
 
     def _evaluate_validation(self, logs: dict):
         # fit(validation_data=...) already gave val_loss; other callbacks may add other val_ keys.
