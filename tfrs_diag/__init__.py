@@ -26,8 +26,8 @@ __version__ = "0.1.0"
 
 from tfrs_diag import callbacks, datasets, metrics, summary  # noqa: E402
 from tfrs_diag.capture import GradientCapture  # noqa: E402
-from tfrs_diag import explain  # noqa: E402
+from tfrs_diag import explain, layers  # noqa: E402
 from tfrs_diag.evaluation import EvaluationResult, TopKEvaluator, evaluate  # noqa: E402
 
-__all__ = ["callbacks", "datasets", "explain", "metrics", "summary", "evaluate", "EvaluationResult",
-           "GradientCapture", "TopKEvaluator", "__version__"]
+__all__ = ["callbacks", "datasets", "explain", "layers", "metrics", "summary", "evaluate",
+           "EvaluationResult", "GradientCapture", "TopKEvaluator", "__version__"]

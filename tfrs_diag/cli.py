@@ -89,6 +89,7 @@ class TrainResult:
     steps: int
     seconds: float
     beyond_accuracy: Any = None  # tfrs_diag.callbacks.BeyondAccuracy, when it ran
+    overfitting: Any = None  # tfrs_diag.callbacks.OverfittingMonitor, when it ran
 
     @property
     def final_loss(self) -> float:
@@ -130,6 +131,9 @@ def _fit(model, train_ds, log_dir: str, *, epochs: int, every_n_steps: int, hist
 
     gradients = GradientStatistics(log_dir, every_n_steps=every_n_steps,
                                    histogram_every_n_steps=histogram_every_n_steps, verbose=verbose)
+    for callback in extra_callbacks:  # an OverfittingMonitor reads the vanishing-gradient alerts
+        if hasattr(callback, "gradient_statistics") and callback.gradient_statistics is None:
+            callback.gradient_statistics = gradients
     # The stock callback adds the loss curves beside the gradients (no histograms: those
     # crash on StringLookup's string weights).
     losses = tf.keras.callbacks.TensorBoard(log_dir, histogram_freq=0, write_graph=False, update_freq="epoch")
@@ -142,18 +146,20 @@ def _fit(model, train_ds, log_dir: str, *, epochs: int, every_n_steps: int, hist
     summary.close_writer(log_dir, "validation")
     steps = gradients.last_stats["step"] if gradients.last_stats else 0
     beyond = next((c for c in extra_callbacks if hasattr(c, "evaluator")), None)
-    return TrainResult(model, history.history, gradients, log_dir, steps, seconds, beyond)
+    monitor = next((c for c in extra_callbacks if hasattr(c, "readings")), None)
+    return TrainResult(model, history.history, gradients, log_dir, steps, seconds, beyond, monitor)
 
 
 def train_retrieval(data, log_dir: str, *, epochs: int = 3, batch_size: int = 1024, embedding_dim: int = 32,
                     learning_rate: float = 0.1, seed: int = 0, every_n_steps: int = 100,
                     histogram_every_n_steps: int = 1000, verbose: int = 1,
-                    beyond_accuracy: bool = True) -> TrainResult:
+                    beyond_accuracy: bool = True, overfitting: bool = True) -> TrainResult:
     """Trains `tfrs_diag.models.TwoTowerModel` on ``data.train`` with gradient diagnostics
     and (``beyond_accuracy``) the top-K evaluation of `beyond_accuracy_callback` each epoch.
 
     The TFRS tutorial set-up: string ids through `StringLookup`, in-batch softmax,
-    Adagrad. Statistics go to ``log_dir/train`` every ``every_n_steps`` steps.
+    Adagrad. Statistics go to ``log_dir/train`` every ``every_n_steps`` steps. With
+    ``overfitting``, `overfitting_callback` watches for over- and underfitting.
     """
     from tfrs_diag import models
     from tfrs_diag._keras import tf
@@ -163,6 +169,9 @@ def train_retrieval(data, log_dir: str, *, epochs: int = 3, batch_size: int = 10
     model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate))
     train_ds = models.retrieval_dataset(data.train, batch_size=batch_size, shuffle_seed=seed)
     extra = [beyond_accuracy_callback(data, log_dir, verbose=verbose)] if beyond_accuracy else []
+    if overfitting:
+        extra.append(overfitting_callback(data, log_dir, keys=(model.user_key, model.item_key),
+                                          every_n_steps=every_n_steps, verbose=verbose))
     return _fit(model, train_ds, log_dir, epochs=epochs, every_n_steps=every_n_steps,
                 histogram_every_n_steps=histogram_every_n_steps, verbose=verbose, extra_callbacks=extra)
 
@@ -177,6 +186,33 @@ def beyond_accuracy_callback(data, log_dir: str, *, k: Sequence[int] = (10, TOP_
                           user_group_names={"user_group": data.user_group_names},
                           item_groups=data.items["item_category"], item_group_names=data.item_group_names,
                           item_popularity=data.item_popularity, verbose=verbose)
+
+
+def overfitting_callback(data, log_dir: str, *, keys: Sequence[str] = ("user_id", "item_id"),
+                         every_n_steps: int = 100, verbose: int = 1):
+    """`OverfittingMonitor` with probes of 256 test and 256 train interactions every
+    ``every_n_steps`` steps, and the test split as validation data (its loss each epoch)."""
+    from tfrs_diag import models
+    from tfrs_diag.callbacks import OverfittingMonitor
+
+    return OverfittingMonitor(
+        log_dir, validation_data=models.retrieval_dataset(data.test, 4096, keys=keys, shuffle_seed=None),
+        probe_data={k: data.test[k] for k in keys}, train_probe_data={k: data.train[k] for k in keys},
+        probe_every_n_steps=every_n_steps, verbose=verbose)
+
+
+def overfitting_report(monitor) -> list[str]:
+    """A few lines on the in-epoch probes and the epoch-level gap of an `OverfittingMonitor`."""
+    if monitor is None or not monitor.readings:
+        return ["Overfitting monitor: no probe readings"]
+    first, last = monitor.readings[0], monitor.readings[-1]
+    lines = [f"probe loss, held-out vs training examples: {first['heldout']:.5g} vs {first['seen']:.5g} before "
+             f"training, {last['heldout']:.5g} vs {last['seen']:.5g} at step {last['step']} "
+             f"(gap {last['heldout'] - last['seen']:.4g})"]
+    if monitor.best_epoch is not None:
+        lines.append(f"best epoch by {monitor.monitor}: {monitor.best_epoch + 1} ({monitor.best_value:.5g}); "
+                     f"the overfitting trend test needs {monitor.window} epochs")
+    return lines
 
 
 def retrieval_hit_rate(model, data, k: int = TOP_K, batch_size: int = 4096) -> float:
@@ -456,6 +492,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         epoch, evaluation = result.beyond_accuracy.history[-1]
         lines += ["", f"== Top-K evaluation on the test split (after epoch {epoch + 1}) =="]
         lines += str(evaluation).splitlines()
+    if result.overfitting is not None:
+        lines += ["", "== Overfitting monitor =="] + overfitting_report(result.overfitting)
     validation_dir = os.path.join(os.path.abspath(run_dir), "validation")
     alerts = run.alerts() + (summary.read_run(validation_dir).alerts() if os.path.isdir(validation_dir) else [])
     lines += ["", f"== Alerts ({len(alerts)}) =="]

@@ -22,7 +22,7 @@ import tensorflow_recommenders as tfrs  # noqa: E402  (after the Keras check)
 
 
 def _id_tower(vocabulary: Sequence[str] | None, num_ids: int | None, embedding_dim: int, name: str,
-              hidden: Sequence[int] = ()) -> tf.keras.Sequential:
+              hidden: Sequence[int] = (), embedding_probe: bool = False) -> tf.keras.Sequential:
     layers: list[tf.keras.layers.Layer] = []
     if vocabulary is not None:
         vocab = np.unique(np.asarray(vocabulary).astype(str))
@@ -30,7 +30,12 @@ def _id_tower(vocabulary: Sequence[str] | None, num_ids: int | None, embedding_d
         size = len(vocab) + 1
     else:
         size = int(num_ids)
-    layers.append(tf.keras.layers.Embedding(size, embedding_dim, name=f"{name}_embedding"))
+    embedding = tf.keras.layers.Embedding(size, embedding_dim, name=f"{name}_embedding")
+    if embedding_probe:
+        from tfrs_diag.layers import EmbeddingProbe
+
+        embedding = EmbeddingProbe(embedding)
+    layers.append(embedding)
     for j, units in enumerate(hidden):
         layers.append(tf.keras.layers.Dense(units, activation="relu" if j < len(hidden) - 1 else None,
                                             name=f"{name}_dense_{j}"))
@@ -49,19 +54,22 @@ class TwoTowerModel(tfrs.Model):
       user_key, item_key: feature names of the ids in the input dict.
       hidden: sizes of Dense layers on top of each tower's embedding.
       candidates: optional dataset of item ids for a `FactorizedTopK` metric.
+      embedding_probe: wrap both embeddings in `tfrs_diag.layers.EmbeddingProbe` (usage
+        counts for `tfrs_diag.callbacks.OverfittingMonitor`'s embedding checks).
     """
 
     def __init__(self, user_vocabulary=None, item_vocabulary=None, *, num_users: int | None = None,
                  num_items: int | None = None, embedding_dim: int = 32, hidden: Sequence[int] = (),
-                 user_key: str | None = None, item_key: str | None = None, candidates=None):
+                 user_key: str | None = None, item_key: str | None = None, candidates=None,
+                 embedding_probe: bool = False):
         super().__init__()
         if (user_vocabulary is None) == (num_users is None) or (item_vocabulary is None) == (num_items is None):
             raise ValueError("give either user_vocabulary/item_vocabulary (string ids) or "
                              "num_users/num_items (integer indices), one of each")
         self.user_key = user_key or ("user_id" if user_vocabulary is not None else "user_index")
         self.item_key = item_key or ("item_id" if item_vocabulary is not None else "item_index")
-        self.user_model = _id_tower(user_vocabulary, num_users, embedding_dim, "user_model", hidden)
-        self.item_model = _id_tower(item_vocabulary, num_items, embedding_dim, "item_model", hidden)
+        self.user_model = _id_tower(user_vocabulary, num_users, embedding_dim, "user_model", hidden, embedding_probe)
+        self.item_model = _id_tower(item_vocabulary, num_items, embedding_dim, "item_model", hidden, embedding_probe)
         metrics = None
         if candidates is not None:
             metrics = tfrs.metrics.FactorizedTopK(candidates=candidates.map(self.item_model))
