@@ -79,23 +79,6 @@ def intra_list_similarity_sum(top_indices: tf.Tensor, unit_embeddings: tf.Tensor
     return (s - tf.reduce_sum(tf.square(e), axis=[1, 2])) / 2.0
 
 
-def rank_prefixes(ks: Sequence[int]) -> tf.Tensor:
-    """[len(ks), max(ks)] float: row j is 1 at ranks below ks[j] (the top-ks[j] prefix)."""
-    k_max = max(ks)
-    return tf.constant(np.arange(k_max)[None, :] < np.asarray(ks)[:, None], tf.float32)
-
-
-def per_item_sums(top: tf.Tensor, rank_weights: tf.Tensor, num_items: int) -> tf.Tensor:
-    """[J, num_items]: ``sum over lists and ranks r of rank_weights[j, r]`` per item.
-
-    One segment sum for all J weightings (e.g. counts or exposure at several K) instead
-    of one per weighting: the executor's per-op cost dominates on small catalogs.
-    """
-    b = tf.shape(top)[0]
-    w = tf.reshape(tf.tile(tf.transpose(rank_weights)[None], [b, 1, 1]), [-1, rank_weights.shape[0]])
-    return tf.transpose(tf.math.unsorted_segment_sum(w, tf.reshape(top, [-1]), num_items))
-
-
 class ItemDiversity(TopKMetric):
     """Streaming coverage, Gini, entropy, novelty and ILD of top-K lists.
 
@@ -129,7 +112,6 @@ class ItemDiversity(TopKMetric):
             self._info = tf.constant(self_information(phi), tf.float32)
         # Not metric state (never reset or summed), so kept out of Keras' tracking.
         object.__setattr__(self, "_unit", None)
-        object.__setattr__(self, "_unit_sq", None)
         if item_embeddings is not None:
             self.set_item_embeddings(item_embeddings)
 
@@ -139,38 +121,37 @@ class ItemDiversity(TopKMetric):
         if emb.shape.rank != 2 or emb.shape[0] != self.num_items:
             raise ValueError(f"item_embeddings must have shape [num_items={self.num_items}, d], got {emb.shape}")
         unit = tf.math.l2_normalize(emb, axis=1)
-        # Squared norm of each unit row: 1, or 0 for an all-zero row (a padding item).
-        unit_sq = tf.reduce_sum(tf.square(unit), axis=1)
         if self._unit is None or self._unit.shape != unit.shape:
             with tf.init_scope():
                 object.__setattr__(self, "_unit", tf.Variable(unit, trainable=False, name="unit_item_embeddings"))
-                object.__setattr__(self, "_unit_sq", tf.Variable(unit_sq, trainable=False, name="unit_item_sq"))
         else:
             self._unit.assign(unit)
-            self._unit_sq.assign(unit_sq)
 
     def update_state(self, top_indices, positives=None, user_group=None, exclude=None, sample_weight=None):
         self.check_no_weights(sample_weight)
         top = self.check_top(top_indices)
         b = tf.cast(tf.shape(top)[0], tf.float32)
+        count_rows, nov, ild = [], [], []
         k_max = max(self.ks)
-        top = top[:, :k_max]  # every smaller K is a prefix of the largest K's list
-        prefix = rank_prefixes(self.ks)  # [len(ks), K]: 1 where rank < k
-        # Every K's item counts from one segment sum over the largest K's list.
-        self.counts.assign_add(per_item_sums(top, prefix, self.num_items))
-        if self._info is not None:
-            info = tf.gather(self._info, top)  # [B, K]
-            self.novelty_sum.assign_add(tf.reduce_sum(tf.matmul(info, prefix, transpose_b=True), axis=0))
+        # Gather once for the largest K; every smaller K is a prefix.
+        info = tf.gather(self._info, top[:, :k_max]) if self._info is not None else None
         if self._unit is not None:
-            emb = tf.gather(self._unit, top)  # [B, K, d]
-            # sum_{i<j} cos = (||sum_i u_i||^2 - sum_i ||u_i||^2) / 2 (see intra_list_similarity_sum),
-            # the first-k sums for every k in one pass over the gathered rows.
-            sum_sq = tf.reduce_sum(tf.square(tf.einsum("bkd,jk->bjd", emb, prefix)), axis=2)  # [B, len(ks)]
-            row_sq = tf.matmul(tf.gather(self._unit_sq, top), prefix, transpose_b=True)  # [B, len(ks)]
-            pairs = (sum_sq - row_sq) / 2.0
-            n_pairs = np.array([max(k * (k - 1) / 2.0, 1.0) for k in self.ks], np.float32)
-            ild = tf.reduce_sum(1.0 - pairs / n_pairs, axis=0)
-            self.ild_sum.assign_add(ild * np.array([k > 1 for k in self.ks], np.float32))
+            emb = tf.gather(self._unit, top[:, :k_max])  # [B, K, d]
+            row_sq = tf.reduce_sum(tf.square(emb), axis=2)  # 1, or 0 for all-zero rows
+        for k in self.ks:
+            flat = tf.reshape(top[:, :k], [-1])
+            count_rows.append(tf.math.unsorted_segment_sum(tf.ones_like(flat, tf.float32), flat, self.num_items))
+            nov.append(tf.reduce_sum(info[:, :k]) if info is not None else tf.constant(0.0))
+            if self._unit is not None and k > 1:
+                # sum_{i<j} cos = (||sum_i u_i||^2 - sum_i ||u_i||^2) / 2 (see intra_list_similarity_sum)
+                pairs = (tf.reduce_sum(tf.square(tf.reduce_sum(emb[:, :k], axis=1)), axis=1)
+                         - tf.reduce_sum(row_sq[:, :k], axis=1)) / 2.0
+                ild.append(tf.reduce_sum(1.0 - pairs / (k * (k - 1) / 2.0)))
+            else:
+                ild.append(tf.constant(0.0))
+        self.counts.assign_add(tf.stack(count_rows))
+        self.novelty_sum.assign_add(tf.stack(nov))
+        self.ild_sum.assign_add(tf.stack(ild))
         self.queries.assign_add(b)
 
     def result_fns(self):
@@ -232,22 +213,22 @@ class PopularityBias(TopKMetric):
         top = self.check_top(top_indices)
         b = tf.shape(top)[0]
         hits = hit_matrix(top, positives) if positives is not None else None
+        arp, aplt, rec, hit = [], [], [], []
         k_max = max(self.ks)
-        top = top[:, :k_max]
-        prefix = rank_prefixes(self.ks)  # [J, K]
-        ks = tf.constant(self.ks, tf.float32)
-        phi = tf.matmul(tf.gather(self._phi, top), prefix, transpose_b=True)  # [B, J]: sum of phi over top-k
-        tail_items = tf.gather(self._tail, top)  # [B, K]
-        tail = tf.matmul(tail_items, prefix, transpose_b=True)  # [B, J]: tail items in top-k
-        self.arp_sum.assign_add(tf.reduce_sum(phi, axis=0) / ks)
-        self.aplt_sum.assign_add(tf.reduce_sum(tail, axis=0) / ks)
-        tail_count = tf.reduce_sum(tail, axis=0)
-        # Columns: (head, tail).
-        self.recommended.assign_add(tf.stack([tf.cast(b, tf.float32) * ks - tail_count, tail_count], axis=1))
-        if hits is not None:
-            hit_all = tf.reduce_sum(tf.matmul(hits[:, :k_max], prefix, transpose_b=True), axis=0)
-            hit_tail = tf.reduce_sum(tf.matmul(hits[:, :k_max] * tail_items, prefix, transpose_b=True), axis=0)
-            self.hits.assign_add(tf.stack([hit_all - hit_tail, hit_tail], axis=1))
+        phi, tail, group_of = (tf.gather(x, top[:, :k_max]) for x in (self._phi, self._tail, self._group_of))
+        for k in self.ks:
+            arp.append(tf.reduce_sum(tf.reduce_mean(phi[:, :k], axis=1)))
+            aplt.append(tf.reduce_sum(tf.reduce_mean(tail[:, :k], axis=1)))
+            groups = tf.reshape(group_of[:, :k], [-1])
+            rec.append(tf.math.unsorted_segment_sum(tf.ones_like(groups, tf.float32), groups, 2))
+            if hits is not None:
+                hit.append(tf.math.unsorted_segment_sum(tf.reshape(hits[:, :k], [-1]), groups, 2))
+            else:
+                hit.append(tf.zeros([2]))
+        self.arp_sum.assign_add(tf.stack(arp))
+        self.aplt_sum.assign_add(tf.stack(aplt))
+        self.recommended.assign_add(tf.stack(rec))
+        self.hits.assign_add(tf.stack(hit))
         avail = tf.cast(b, tf.float32) * self._group_sizes
         if exclude is not None:
             ex = tf.cast(exclude, tf.int32)

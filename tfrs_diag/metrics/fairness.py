@@ -22,7 +22,7 @@ import numpy as np
 
 from tfrs_diag._keras import tf
 from tfrs_diag.metrics._base import TopKMetric, check_vector
-from tfrs_diag.metrics.diversity import gini, per_item_sums, rank_prefixes
+from tfrs_diag.metrics.diversity import gini
 from tfrs_diag.metrics.ranking import ACCURACY_NAMES, accuracy_terms, discounts, stack_terms
 
 
@@ -150,10 +150,13 @@ class ItemExposure(TopKMetric):
     def update_state(self, top_indices, positives=None, user_group=None, exclude=None, sample_weight=None):
         self.check_no_weights(sample_weight)
         top = self.check_top(top_indices)
-        k_max = max(self.ks)
-        # Exposure at every K (discount times the top-k mask) from one segment sum.
-        weights = discounts(k_max)[None, :] * rank_prefixes(self.ks)
-        self.exposure.assign_add(per_item_sums(top[:, :k_max], weights, self.num_items))
+        disc = discounts(max(self.ks))
+        rows = []
+        for k in self.ks:
+            t = top[:, :k]
+            w = tf.broadcast_to(disc[:k][None, :], tf.shape(t))
+            rows.append(tf.math.unsorted_segment_sum(tf.reshape(w, [-1]), tf.reshape(t, [-1]), self.num_items))
+        self.exposure.assign_add(tf.stack(rows))
         if positives is not None:
             pos = tf.cast(positives, tf.int32)
             grp = tf.gather(self._groups, tf.maximum(pos, 0))
