@@ -206,16 +206,25 @@ def memorization(log_dir: str) -> ScenarioResult:
                 "labels, Adam(0.05), 6 epochs", ("embedding_memorization",), model, train, [monitor], 6, monitor)
 
 
-@scenario
-def exploding_gradients(log_dir: str) -> ScenarioResult:
+def exploding_regression():
+    """(x, y, compiled model): linear regression whose gradients explode after step 30.
+
+    Stable for 30 steps (the stability limit is lr < 2/18), then a learning rate of 0.3:
+    the gradient norm grows x4.4 per step until it overflows.
+    """
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4096, 8)).astype(np.float32) * 3
     y = (x @ rng.normal(size=(8, 1))).astype(np.float32)
     tf.keras.utils.set_random_seed(0)
     model = tf.keras.Sequential([tf.keras.Input((8,)), tf.keras.layers.Dense(1, name="linear")])
-    # Stable for 30 steps, then a learning rate past the stability limit: x4.4 per step.
     lr = tf.keras.optimizers.schedules.PiecewiseConstantDecay([30], [0.01, 0.3])
     model.compile(optimizer=tf.keras.optimizers.SGD(lr), loss="mse")
+    return x, y, model
+
+
+@scenario
+def exploding_gradients(log_dir: str) -> ScenarioResult:
+    x, y, model = exploding_regression()
     grads = GradientStatistics(log_dir, every_n_steps=10, exploding_window=10, verbose=0)
     monitor = OverfittingMonitor(log_dir, probe_data=(x[-512:], y[-512:]), train_probe_data=(x[:512], y[:512]),
                                  probe_every_n_steps=10, gradient_statistics=grads, verbose=0)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from overfitting_scenarios import exploding_regression
 from tfrs_diag import datasets, models, summary
 from tfrs_diag.callbacks import GradientStatistics, NonFiniteGradientError
 from tfrs_diag.capture import EMBEDDING_COLUMNS, SNAPSHOT_COLUMNS
@@ -321,16 +322,9 @@ def test_on_nonfinite_raise_names_the_variable_and_flushes_logs(tmp_path):
 
 
 def test_exploding_gradients_alert_before_the_first_nan(tmp_path):
-    # Linear regression with a learning rate past the stability limit: the gradient norm
-    # grows geometrically until it overflows.
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(4096, 8)).astype(np.float32) * 3
-    y = (x @ rng.normal(size=(8, 1))).astype(np.float32)
-    tf.keras.utils.set_random_seed(0)
-    model = tf.keras.Sequential([tf.keras.Input((8,)), tf.keras.layers.Dense(1, name="linear")])
-    # Stable for 30 steps (the stability limit is lr < 2/18), then 0.3: x4.4 per step.
-    lr = tf.keras.optimizers.schedules.PiecewiseConstantDecay([30], [0.01, 0.3])
-    model.compile(optimizer=tf.keras.optimizers.SGD(lr), loss="mse")
+    # Linear regression with a learning rate past the stability limit from step 31: the
+    # gradient norm grows geometrically until it overflows.
+    x, y, model = exploding_regression()
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
     cb = GradientStatistics(str(tmp_path), every_n_steps=10, exploding_window=10, verbose=0)
     model.fit(ds, epochs=1, callbacks=[cb], verbose=0)
