@@ -124,6 +124,10 @@ def _group_codes(values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
     return codes.astype(np.int32), tuple(str(n) for n in names)
 
 
+def _in_search_order(indices: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.sort(indices[indices >= 0]), indices[indices < 0]])
+
+
 def _padded(lists: Sequence[np.ndarray]) -> np.ndarray:
     width = max(1, max((len(x) for x in lists), default=1))
     out = np.full((len(lists), width), PAD, np.int32)
@@ -150,7 +154,9 @@ def group_queries(data: Mapping[str, np.ndarray], query_key: str, item_key: str,
     # Deduplicate by raw id, then map: two different unknown ids stay two missing positives.
     raw_items, item_codes = np.unique(np.asarray(data[item_key]), return_inverse=True)
     code_to_index = mapper(raw_items)
-    positives = _padded([code_to_index[np.unique(item_codes[order[bounds[q]:bounds[q + 1]]])]
+    # Candidate indices ascending, ids missing from the candidates (negative) last: the hit
+    # matrix's binary search then needs no in-graph sort.
+    positives = _padded([_in_search_order(code_to_index[np.unique(item_codes[order[bounds[q]:bounds[q + 1]]])])
                          for q in range(len(uniq))])
     features = {k: np.asarray(v)[first_idx] for k, v in data.items()}
     groups, names = {}, {}

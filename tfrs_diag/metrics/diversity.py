@@ -112,6 +112,7 @@ class ItemDiversity(TopKMetric):
             self._info = tf.constant(self_information(phi), tf.float32)
         # Not metric state (never reset or summed), so kept out of Keras' tracking.
         object.__setattr__(self, "_unit", None)
+        object.__setattr__(self, "_unit_sq", None)
         if item_embeddings is not None:
             self.set_item_embeddings(item_embeddings)
 
@@ -121,11 +122,16 @@ class ItemDiversity(TopKMetric):
         if emb.shape.rank != 2 or emb.shape[0] != self.num_items:
             raise ValueError(f"item_embeddings must have shape [num_items={self.num_items}, d], got {emb.shape}")
         unit = tf.math.l2_normalize(emb, axis=1)
+        # Squared norm of each unit row: 1, or 0 for an all-zero row (a padding item);
+        # gathered per list instead of squaring the [B, K, d] gathered rows.
+        unit_sq = tf.reduce_sum(tf.square(unit), axis=1)
         if self._unit is None or self._unit.shape != unit.shape:
             with tf.init_scope():
                 object.__setattr__(self, "_unit", tf.Variable(unit, trainable=False, name="unit_item_embeddings"))
+                object.__setattr__(self, "_unit_sq", tf.Variable(unit_sq, trainable=False, name="unit_item_sq"))
         else:
             self._unit.assign(unit)
+            self._unit_sq.assign(unit_sq)
 
     def update_state(self, top_indices, positives=None, user_group=None, exclude=None, sample_weight=None):
         self.check_no_weights(sample_weight)
@@ -137,7 +143,7 @@ class ItemDiversity(TopKMetric):
         info = tf.gather(self._info, top[:, :k_max]) if self._info is not None else None
         if self._unit is not None:
             emb = tf.gather(self._unit, top[:, :k_max])  # [B, K, d]
-            row_sq = tf.reduce_sum(tf.square(emb), axis=2)  # 1, or 0 for all-zero rows
+            row_sq = tf.gather(self._unit_sq, top[:, :k_max])  # 1, or 0 for all-zero rows
         for k in self.ks:
             flat = tf.reshape(top[:, :k], [-1])
             count_rows.append(tf.math.unsorted_segment_sum(tf.ones_like(flat, tf.float32), flat, self.num_items))
