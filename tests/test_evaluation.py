@@ -232,3 +232,25 @@ def test_factorized_metrics_in_a_retrieval_task_agree_with_factorized_top_k(data
     assert 0 < r["coverage_at_10"] <= 1 and "gini_at_50" in r and "aplt_at_10" in r
     # A second evaluation starts from zero (state reset between evaluations).
     assert model.evaluate(test, return_dict=True, verbose=0)["hit_rate_at_10"] == pytest.approx(r["hit_rate_at_10"])
+
+
+def test_positives_in_search_order_give_the_same_hits_without_the_sort():
+    from tfrs_diag.evaluation import _in_search_order, _padded
+    from tfrs_diag.metrics.ranking import _hit_matrix, positives_in_search_order
+
+    rng = np.random.default_rng(3)
+    rows = [np.append(rng.choice(50, size=n, replace=False), [-2] * (n % 2)).astype(np.int32)
+            for n in rng.integers(1, 12, size=30)]
+    top = tf.constant(np.stack([rng.choice(50, size=10, replace=False) for _ in rows]).astype(np.int32))
+    unsorted = tf.constant(_padded(rows))
+    ordered = tf.constant(_padded([_in_search_order(r) for r in rows]))
+    ordered_np = ordered.numpy()
+    valid = np.where(ordered_np >= 0, ordered_np, np.iinfo(np.int32).max)
+    assert (np.diff(valid, axis=1) >= 0).all()  # ascending, missing and pads last
+    expected = np.array([[t in set(r[r >= 0]) for t in row] for row, r in zip(top.numpy(), rows)], np.float32)
+    with positives_in_search_order():
+        fast = tf.function(lambda t, p: _hit_matrix._fn(t, p))(top, ordered)
+    slow = tf.function(lambda t, p: _hit_matrix._fn(t, p))(top, unsorted)
+    np.testing.assert_array_equal(fast.numpy(), expected)
+    np.testing.assert_array_equal(slow.numpy(), expected)
+    assert expected.sum() > 0

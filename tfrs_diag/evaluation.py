@@ -25,7 +25,7 @@ from tfrs_diag._keras import tf
 from tfrs_diag.metrics._base import check_ks
 from tfrs_diag.metrics.diversity import ItemDiversity, PopularityBias
 from tfrs_diag.metrics.fairness import ItemExposure, UserGroupAccuracy
-from tfrs_diag.metrics.ranking import RankingAccuracy
+from tfrs_diag.metrics.ranking import RankingAccuracy, positives_in_search_order
 from tfrs_diag.metrics.topk import PAD, IdMapper, top_k
 
 _logger = logging.getLogger("tfrs_diag")
@@ -306,9 +306,10 @@ class TopKEvaluator:
 
         def step(features, cand, positives, groups, exclude):
             top = top_k(query_tower(features), cand, k_max, exclude)
-            for key, m in metrics.items():
-                m.update_state(top.indices, positives, groups[key[6:]] if key.startswith("group:") else None,
-                               exclude)
+            with positives_in_search_order():  # group_queries orders them (_in_search_order)
+                for key, m in metrics.items():
+                    m.update_state(top.indices, positives, groups[key[6:]] if key.startswith("group:") else None,
+                                   exclude)
             return top.indices
 
         state = [v for m in metrics.values() for v in m.variables]

@@ -21,6 +21,8 @@ out of the denominators and counted (``missing_positives``) instead.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from typing import Sequence
 
@@ -54,6 +56,20 @@ class _LastCall:
         return self._value
 
 
+_positives_in_order = contextvars.ContextVar("positives_in_order", default=False)
+
+
+@contextlib.contextmanager
+def positives_in_search_order():
+    """Within this block (at trace time), positives rows are promised ascending with
+    negative pads last, so the hit matrix skips its sort. `TopKEvaluator` builds them so."""
+    token = _positives_in_order.set(True)
+    try:
+        yield
+    finally:
+        _positives_in_order.reset(token)
+
+
 def hit_matrix(top_indices: tf.Tensor, positives: tf.Tensor) -> tf.Tensor:
     """[B, K] float: 1 where the item at that rank is one of the query's positives."""
     return _hit_matrix(tf.cast(top_indices, tf.int32), tf.cast(positives, tf.int32))
@@ -65,9 +81,7 @@ def _hit_matrix(top_indices, positives):
     # O(B K P) all-pairs comparison (P reaches hundreds for heavy users).
     top = tf.cast(top_indices, tf.int32)
     pos = tf.where(positives >= 0, positives, tf.int32.max)  # pads and missing sort last, never match
-    # `tfrs_diag.evaluate` passes rows already in this order; sort only when they are not.
-    in_order = tf.reduce_all(pos[:, 1:] >= pos[:, :-1])
-    sorted_pos = tf.cond(in_order, lambda: pos, lambda: tf.sort(pos, axis=1))
+    sorted_pos = pos if _positives_in_order.get() else tf.sort(pos, axis=1)
     at = tf.minimum(tf.searchsorted(sorted_pos, top, side="left"), tf.shape(sorted_pos)[1] - 1)
     found = tf.gather(sorted_pos, at, batch_dims=1)
     return tf.cast(tf.equal(found, top), tf.float32)
