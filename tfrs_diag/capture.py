@@ -449,11 +449,8 @@ class GradientCapture:
         if self._xla:
             d = G.deduplicate_rows(grad)
             return G.sum_of_squares(d), (d.indices, d.valid, tf.gather(variable, d.indices))
-        # tf.unique is a few kernels where the static-shape sort is a dozen; XLA cannot
-        # compile it, hence the branch.
-        ids, segment = tf.unique(grad.indices)
-        summed = tf.math.unsorted_segment_sum(grad.values, segment, tf.shape(grad.indices)[0])
-        return 2.0 * tf.nn.l2_loss(tf.cast(summed, tf.float32)), (ids, None, tf.gather(variable, ids))
+        ids, summed = G.unique_rows(grad)
+        return G.sum_of_squares(summed), (ids, None, tf.gather(variable, ids))
 
     def _snapshot(self, step, grads, dedup, variables, sumsq, touched):
         s, tracked = self.state, self.tracked
@@ -469,9 +466,8 @@ class GradientCapture:
                 mask = tf.reshape(tf.cast(valid, tf.float32), [-1] + [1] * (before.shape.rank - 1))
                 now, before = now * mask, before * mask
             # ||dw|| / ||w|| over the rows this step touched, before the update.
-            row_ratios[t.index] = _ratio(tf.sqrt(2.0 * tf.nn.l2_loss(now - before)),
-                                         tf.sqrt(2.0 * tf.nn.l2_loss(before)))
-            row_norms_now[t.index] = tf.sqrt(2.0 * tf.nn.l2_loss(now))
+            row_ratios[t.index] = _ratio(G.l2_norm(now - before), G.l2_norm(before))
+            row_norms_now[t.index] = G.l2_norm(now)
         cols = []
         for t, g, d, v in zip(tracked, grads, dedup, variables):
             vals = d.values if d is not None else g
@@ -481,10 +477,10 @@ class GradientCapture:
                 w_norm = row_norms_now[t.index]
             else:
                 w = tf.cast(v, tf.float32)
-                w_norm = tf.sqrt(2.0 * tf.nn.l2_loss(w))
+                w_norm = G.l2_norm(w)
             if t.index in s.prev:
                 prev = s.prev[t.index]
-                ratio = _ratio(tf.sqrt(2.0 * tf.nn.l2_loss(w - prev)), tf.sqrt(2.0 * tf.nn.l2_loss(prev)))
+                ratio = _ratio(G.l2_norm(w - prev), G.l2_norm(prev))
             elif t.sparse:
                 ratio = row_ratios[t.index]
             else:

@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
+from tfrs_diag import summary
 from tfrs_diag.cli import _last, _num, _table, format_alert, gradient_report
 
-SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
+SEVERITY_ORDER = {s: i for i, s in enumerate(summary.SEVERITIES)}
 
 
 def find_runs(logdir: str) -> list[str]:
@@ -67,7 +68,7 @@ def _cell(x: Any) -> str:
 
 
 def _latest_scalars(run, family: str) -> list[str]:
-    prefix = f"tfrs_diag/{family}/"
+    prefix = summary.tag(family) + "/"
     tags = sorted(t for t in run.scalars if t.startswith(prefix))
     if not tags:
         return []
@@ -98,8 +99,6 @@ def report_lines(logdir: str) -> tuple[list[str], list[dict]]:
     Raises:
       FileNotFoundError: ``logdir`` is not a directory.
     """
-    from tfrs_diag import summary
-
     if not os.path.isdir(logdir):
         raise FileNotFoundError(f"{logdir!r} is not a directory")
     lines: list[str] = []
@@ -131,7 +130,7 @@ def report_lines(logdir: str) -> tuple[list[str], list[dict]]:
             table = _latest_scalars(run, family)
             if table:
                 lines += ["", f"{title}:"] + table
-        if any(t.startswith("tfrs_diag/grad/") for t in run.scalars):
+        if any(t.startswith(summary.tag("grad") + "/") for t in run.scalars):
             lines += [""] + gradient_report(run)
         explanations = _records(run, "attribution_table")
         if explanations:

@@ -69,7 +69,8 @@ class ExplanationCallback(tf.keras.callbacks.Callback):
 
         if self._explainer is None:
             self._explainer = explainer(self.method, self.model, self.background, **self.options)
-        self._explainer.refresh()  # the tables trained since the last call
+        else:
+            self._explainer.refresh()  # the tables trained since the last call
         return self._explainer
 
     def explain_now(self, epoch: int | None = None):

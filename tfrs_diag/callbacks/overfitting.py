@@ -144,7 +144,7 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         self.window, self.alpha = window, float(alpha)
         self.jump_threshold, self.jump_fraction = float(jump_threshold), float(jump_fraction)
         self.plateau_window, self.plateau_tolerance = plateau_window, float(plateau_tolerance)
-        self.underfit_ratio, self.baseline_loss = float(underfit_ratio), baseline_loss
+        self.underfit_ratio = float(underfit_ratio)
         self.gradient_statistics = gradient_statistics
         self.collapse_ratio, self.memorization_ratio = float(collapse_ratio), float(memorization_ratio)
         self.dead_rows_fraction = float(dead_rows_fraction)
@@ -177,7 +177,6 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         self.restored_epoch: int | None = None
         self.stopped_epoch: int | None = None
         self._best_weights: list[np.ndarray] | None = None
-        self._baseline: float | None = baseline_loss
         self.baselines: dict[str, float] = {} if baseline_loss is None else {"given": float(baseline_loss)}
         self._step = 0
         self._epoch = 0
@@ -209,13 +208,17 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         if self._has_probes and not self.readings:
             # Before any training step: the trivial baseline of the underfitting test.
             heldout, seen = self._run_probes()
-            if self._baseline is None:
+            if not self.baselines:
                 self.baselines["untrained"] = seen if seen is not None else heldout
                 mean_loss = self._mean_predictor_loss()
                 if mean_loss is not None:
                     self.baselines["mean_predictor"] = mean_loss
-                self._baseline = min(self.baselines.values())
             self._record_reading(heldout, seen)
+
+    @property
+    def _baseline(self) -> float | None:
+        """The underfitting test's trivial baseline: the lowest of ``baselines`` (None before any)."""
+        return min(self.baselines.values()) if self.baselines else None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = int(epoch)
@@ -383,7 +386,9 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         if self._epoch < 1 or len(series) < 2 * self.plateau_window:
             return
         baseline = self._baseline if self._baseline is not None else series[0]
-        plateau = T.is_plateau(series, self.plateau_window, self.plateau_tolerance)
+        # Finite here: the series holds at least two windows.
+        improvement_over_window = T.relative_improvement(series, self.plateau_window)
+        plateau = improvement_over_window < self.plateau_tolerance
         high = series[-1] > self.underfit_ratio * baseline
         vanishing = self._vanishing_layers()
         step = self._step
@@ -400,11 +405,9 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
                 f"The training loss stopped improving and {why}: raise the learning rate, widen the "
                 "embeddings or the model, or train longer.",
                 {"loss": series[-1], "baseline": baseline, "baselines": self.baselines,
-                 "relative_improvement_over_window":
-                 T.relative_improvement(series, self.plateau_window), "window": self.plateau_window,
+                 "relative_improvement_over_window": improvement_over_window, "window": self.plateau_window,
                  "vanishing_layers": vanishing}))
-        elif not (high or vanishing) or T.relative_improvement(series, self.plateau_window) >= \
-                2 * self.plateau_tolerance:
+        elif not (high or vanishing) or improvement_over_window >= 2 * self.plateau_tolerance:
             # Cleared only when clearly better, not on the first reading that wobbles down.
             self.alert_log.clear("underfitting", subject, step, self._epoch)
 
@@ -429,7 +432,7 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
             scalars[S.tag("overfit", "epoch", k, "train")] = train
             scalars[S.tag("overfit", "epoch", k, "val")] = val
             scalars[S.tag("overfit", "epoch", k, "gap")] = val - train
-            scalars[S.tag("overfit", "epoch", k, "relative_gap")] = (val - train) / max(abs(train), 1e-12)
+            scalars[S.tag("overfit", "epoch", k, "relative_gap")] = T.relative_change(train, val)
         if self.monitor not in values:
             self._note("no_monitor", f"OverfittingMonitor: monitor={self.monitor!r} is not in the epoch logs "
                                      f"(available: {sorted(values)}); the overfitting trend test is off.")

@@ -215,6 +215,10 @@ class Explainer:
                   tf.constant(players[i:i + step], tf.float32), r, w).numpy() for i in range(0, len(players), step)]
         return np.concatenate(out).astype(np.float64)
 
+    def base_values(self, rows: np.ndarray) -> np.ndarray:
+        """``[n]`` value of the empty coalition: the mean output over the baseline rows."""
+        return self.coalition_values(rows, np.zeros((1, self.num_groups), np.float32))[:, 0]
+
     def coalition_values(self, rows: np.ndarray, masks: np.ndarray) -> np.ndarray:
         """``[n, C]`` coalition values v(S) of examples ``rows`` for 0/1 ``masks`` ``[C, groups]``."""
         masks = np.asarray(masks, dtype=np.float32)

@@ -102,7 +102,7 @@ class IntegratedGradients(Explainer):
         values = np.zeros((n, self.num_groups + 1))
         np.add.at(values.T, self.space.col_group, cols.T)
         values = values[:, :self.num_groups]
-        base = self.coalition_values(rows, np.zeros((1, self.num_groups), np.float32))[:, 0]
+        base = self.base_values(rows)
         delta = np.abs(values.sum(axis=1) - (outputs - base))
         return Attribution(self.method, values, base, outputs, self.group_names, labels, delta=delta,
                            extras={"steps": s, "integration": self.integration, "baseline": self.baseline})

@@ -99,9 +99,6 @@ class Shapley(Explainer):
         self.mode = mode if mode != "auto" else ("exact" if self.num_groups <= max_exact_groups else "sampled")
         self.num_permutations = num_permutations + (num_permutations % 2)
         self.seed = seed
-        if self.mode == "exact":
-            self._masks = all_coalitions(self.num_groups)
-            self._weights = shapley_weights(self._masks)
 
     def attribute(self, examples: Mapping[str, Any], labels: Sequence[str] | None = None) -> Attribution:
         """Shapley values of ``examples`` (feature dict of n rows) -> `Attribution` ``[n, groups]``."""
@@ -111,9 +108,8 @@ class Shapley(Explainer):
             step = max(1, 16 * self.max_batch_rows // max(1, self.baseline_rows().shape[0] * rows.shape[1]))
             parts = [self._exact(rows[lo:lo + step]) for lo in range(0, rows.shape[0], step)]
             values, evaluated = np.concatenate([p[0] for p in parts]), sum(p[1] for p in parts)
-            base = self.coalition_values(rows, np.zeros((1, self.num_groups), np.float32))[:, 0]
-            return Attribution(self.method, values, base, outputs, self.group_names, labels,
-                               extras={"mode": "exact", "coalitions": int(self._masks.shape[0]),
+            return Attribution(self.method, values, self.base_values(rows), outputs, self.group_names, labels,
+                               extras={"mode": "exact", "coalitions": 1 << self.num_groups,
                                        "evaluations_per_example": evaluated / rows.shape[0],
                                        "baseline": self.baseline, "baseline_rows": int(self.baseline_rows().shape[0])})
         return self._sampled(rows, outputs, labels)

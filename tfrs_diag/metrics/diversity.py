@@ -67,16 +67,21 @@ def self_information(item_popularity: np.ndarray) -> np.ndarray:
     return -np.log2(np.where(phi > 0, phi, positive.min()))
 
 
-def intra_list_similarity_sum(top_indices: tf.Tensor, unit_embeddings: tf.Tensor, k: int) -> tf.Tensor:
-    """[B] sum over pairs i<j in the top-k of cos(e_i, e_j), for l2-normalised embeddings.
+def intra_list_similarity_sum(unit_rows: tf.Tensor, row_sq: tf.Tensor) -> tf.Tensor:
+    """[B] sum over pairs i<j of cos(e_i, e_j) within each list, in O(Kd) per list.
 
-    ``||sum_i u_i||^2 = sum_i ||u_i||^2 + 2 sum_{i<j} u_i.u_j``; subtracting the actual
-    squared norms (1, or 0 for an all-zero row such as a padding item) rather than K
-    keeps zero rows at cosine 0 with everything.
+    ``unit_rows`` [B, K, d] are the lists' l2-normalised item embeddings and ``row_sq``
+    [B, K] their squared norms. ``||sum_i u_i||^2 = sum_i ||u_i||^2 + 2 sum_{i<j} u_i.u_j``;
+    subtracting the actual squared norms (1, or 0 for an all-zero row such as a padding
+    item) rather than K keeps zero rows at cosine 0 with everything.
+
+    >>> import tensorflow as tf
+    >>> u = tf.constant([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])   # two equal, one orthogonal
+    >>> float(intra_list_similarity_sum(u, tf.ones([1, 3]))[0])
+    1.0
     """
-    e = tf.gather(unit_embeddings, top_indices[:, :k])  # [B, k, d]
-    s = tf.reduce_sum(tf.square(tf.reduce_sum(e, axis=1)), axis=1)
-    return (s - tf.reduce_sum(tf.square(e), axis=[1, 2])) / 2.0
+    s = tf.reduce_sum(tf.square(tf.reduce_sum(unit_rows, axis=1)), axis=1)
+    return (s - tf.reduce_sum(row_sq, axis=1)) / 2.0
 
 
 class ItemDiversity(TopKMetric):
@@ -149,9 +154,7 @@ class ItemDiversity(TopKMetric):
             count_rows.append(tf.math.unsorted_segment_sum(tf.ones_like(flat, tf.float32), flat, self.num_items))
             nov.append(tf.reduce_sum(info[:, :k]) if info is not None else tf.constant(0.0))
             if self._unit is not None and k > 1:
-                # sum_{i<j} cos = (||sum_i u_i||^2 - sum_i ||u_i||^2) / 2 (see intra_list_similarity_sum)
-                pairs = (tf.reduce_sum(tf.square(tf.reduce_sum(emb[:, :k], axis=1)), axis=1)
-                         - tf.reduce_sum(row_sq[:, :k], axis=1)) / 2.0
+                pairs = intra_list_similarity_sum(emb[:, :k], row_sq[:, :k])
                 ild.append(tf.reduce_sum(1.0 - pairs / (k * (k - 1) / 2.0)))
             else:
                 ild.append(tf.constant(0.0))

@@ -62,7 +62,14 @@ _positives_in_order = contextvars.ContextVar("positives_in_order", default=False
 @contextlib.contextmanager
 def positives_in_search_order():
     """Within this block (at trace time), positives rows are promised ascending with
-    negative pads last, so the hit matrix skips its sort. `TopKEvaluator` builds them so."""
+    negative pads last, so the hit matrix skips its sort. `TopKEvaluator` builds them so.
+
+    >>> import tensorflow as tf
+    >>> with positives_in_search_order():
+    ...     hits = hit_matrix(tf.constant([[5, 2, 9]]), tf.constant([[2, 9, -1]]))
+    >>> hits.numpy().tolist()
+    [[0.0, 1.0, 1.0]]
+    """
     token = _positives_in_order.set(True)
     try:
         yield

@@ -65,6 +65,21 @@ def deduplicate_rows(grad: tf.IndexedSlices) -> DeduplicatedRows:
     return DeduplicatedRows(unique_idx, summed, valid, num_unique, dense_size)
 
 
+def unique_rows(grad: tf.IndexedSlices) -> tuple[tf.Tensor, tf.Tensor]:
+    """(distinct row ids, their summed rows padded with zeros to the batch rows).
+
+    The cheap form of `deduplicate_rows` for plain graphs: `tf.unique` is a few kernels
+    where the static-shape sort is a dozen, but XLA cannot compile it.
+
+    >>> g = tf.IndexedSlices(tf.constant([[1.], [2.], [4.]]), tf.constant([7, 3, 7]), tf.constant([10, 1]))
+    >>> ids, summed = unique_rows(g)
+    >>> ids.numpy().tolist(), summed.numpy().ravel().tolist()
+    ([7, 3], [5.0, 2.0, 0.0])
+    """
+    ids, segment = tf.unique(grad.indices)
+    return ids, tf.math.unsorted_segment_sum(grad.values, segment, tf.shape(grad.indices)[0])
+
+
 def _row_axes(values: tf.Tensor):
     return list(range(1, values.shape.rank)) if values.shape.rank and values.shape.rank > 1 else None
 
@@ -84,6 +99,11 @@ def sum_of_squares(grad) -> tf.Tensor:
         return 2.0 * tf.nn.l2_loss(deduplicate_rows(grad).values)
     # l2_loss is one fused kernel: no temporary the size of the gradient.
     return 2.0 * tf.nn.l2_loss(tf.cast(grad, tf.float32))
+
+
+def l2_norm(values: tf.Tensor) -> tf.Tensor:
+    """L2 norm of a dense tensor, from one fused kernel."""
+    return tf.sqrt(sum_of_squares(values))
 
 
 def max_abs(values: tf.Tensor) -> tf.Tensor:

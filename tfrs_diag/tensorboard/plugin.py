@@ -243,9 +243,9 @@ class LogReader:
                                         run_tag_filter=provider.RunTagFilter(runs=[run])).get(run, {})
         tags = sorted(t for t in listing if t.startswith(PREFIX))[:limit]
         out, missing = {}, []
+        versions = {t: ("histogram", listing[t].max_step, listing[t].max_wall_time) for t in tags}
         for t in tags:
-            version = ("histogram", listing[t].max_step, listing[t].max_wall_time)
-            hit = self._cache.get((self._eid, run, t), version) if self._cache else None
+            hit = self._cache.get((self._eid, run, t), versions[t]) if self._cache else None
             if hit is None:
                 missing.append(t)
             else:
@@ -262,8 +262,7 @@ class LogReader:
                           "right": [finite_or_text(x) for x in arr[:, 1]],
                           "counts": [finite_or_text(x) for x in arr[:, 2]]}
                 if self._cache is not None:
-                    self._cache.put((self._eid, run, t), ("histogram", listing[t].max_step, listing[t].max_wall_time),
-                                    [out[t]])
+                    self._cache.put((self._eid, run, t), versions[t], [out[t]])
         return {t: out[t] for t in tags if t in out}
 
     def runs(self) -> dict[str, dict[str, Any]]:
@@ -344,17 +343,13 @@ def _decode_record(array) -> dict | None:
 # ---------------------------------------------------------------- views of one run
 
 
-def overview(reader: LogReader, run: str, listing: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def overview(reader: LogReader, run: str, listing: Mapping[str, Any]) -> dict[str, Any]:
     """Everything the page draws for ``run`` (see the module docstring).
 
-    ``listing`` is `LogReader.runs` when the caller has it (saves two provider calls).
+    ``listing`` is `LogReader.runs()`, which every route has already read.
     """
-    if listing is None:
-        record_types = reader.record_tags(run).get(run, {})
-        scalar_tags = reader.scalar_tags(run).get(run, [])
-    else:
-        record_types = listing.get(run, {}).get("records", {})
-        scalar_tags = listing.get(run, {}).get("tags", [])
+    record_types = listing.get(run, {}).get("records", {})
+    scalar_tags = listing.get(run, {}).get("tags", [])
     if not record_types and not scalar_tags:
         raise BadRequest("unknown run")
     wanted = [t for t in scalar_tags if not t.startswith(PER_VARIABLE_PREFIXES)]
