@@ -286,12 +286,11 @@ class TopKEvaluator:
         cand = tf.convert_to_tensor(candidate_embeddings, tf.float32)
         if cand.shape[0] != self.mapper.size:
             raise ValueError(f"candidate_embeddings has {cand.shape[0]} rows for {self.mapper.size} candidate ids")
-        if self._step is None or self._step[0] is not query_tower:
-            self._step = (query_tower, self._build_step(query_tower, cand if self.diversity_embeddings else None, q))
-        _, (step_fn, metrics, result_fn, reset_fn) = self._step
-        reset_fn()
-        if self.diversity_embeddings:
-            metrics["diversity"].set_item_embeddings(cand)
+        key = (query_tower, tuple(cand.shape))
+        if self._step is None or self._step[0] != key:
+            self._step = (key, self._build_step(query_tower, cand if self.diversity_embeddings else None, q))
+        _, (begin_fn, step_fn, metrics, result_fn) = self._step
+        begin_fn(cand)
         query_input = q.features[self.query_key]
         for lo in range(0, len(query_input), self.batch_size):
             sl = slice(lo, lo + self.batch_size)
@@ -314,22 +313,26 @@ class TopKEvaluator:
 
         state = [v for m in metrics.values() for v in m.variables]
 
-        def reset():
-            # One traced call: an eager assign per state variable costs more than a
-            # whole evaluation batch on a small catalog.
+        def begin(cand):
+            # One traced call per evaluation: eager assigns (one per state variable, plus
+            # normalising the ILD embeddings) cost more than a whole batch on a small catalog.
             for v in state:
                 v.assign(tf.zeros(v.shape, v.dtype))
+            if item_embeddings is not None:
+                metrics["diversity"].set_item_embeddings(cand)
             return tf.constant(True)
 
-        return tf.function(step, reduce_retracing=True), metrics, _stacked_results(metrics), tf.function(reset)
+        return tf.function(begin), tf.function(step, reduce_retracing=True), metrics, _stacked_results(metrics)
 
 
 def _stacked_results(metrics: Mapping[str, Any]):
-    """``() -> {family: {name: value}}`` from one traced call and one host transfer.
+    """``() -> ({family: {name: value}}, exposure)`` from one traced call and one host transfer.
 
     Reading a hundred-odd result tensors one by one costs more than computing them.
+    ``exposure`` is `ItemExposure`'s [len(ks), num_items] state (for its Lorenz curves), or None.
     """
     names: list[tuple[str, str]] = []
+    exposure = metrics.get("exposure")
 
     def stacked():
         values = []
@@ -338,29 +341,33 @@ def _stacked_results(metrics: Mapping[str, Any]):
             for name, value in m.result().items():
                 names.append((key, name))
                 values.append(tf.cast(value, tf.float64))
-        return tf.stack(values)
+        return tf.stack(values), (exposure.exposure.read_value() if exposure is not None else tf.zeros([0]))
 
     fn = tf.function(stacked)
 
-    def results() -> dict:
-        vector = fn().numpy()
+    def results():
+        vector, exposure_state = fn()
         out: dict[str, dict[str, float]] = {key: {} for key in metrics}
-        for (key, name), value in zip(names, vector.tolist()):
+        for (key, name), value in zip(names, vector.numpy().tolist()):
             out[key][name] = value
-        return out
+        return out, (exposure_state.numpy() if exposure is not None else None)
 
     return results
+
 
 def collect_results(metrics: Mapping[str, Any], ks: Sequence[int],
                     group_names: Mapping[str, Sequence[str]], result_fn=None) -> EvaluationResult:
     """Flattens the families' results into an `EvaluationResult` with group tables.
 
-    ``result_fn`` (``() -> {family: {name: value}}``, see `_stacked_results`) computes every result in
-    one call; eager `Metric.result` calls cost far more than the evaluation itself.
+    ``result_fn`` (see `_stacked_results`) computes every result in one call; eager
+    `Metric.result` calls cost far more than the evaluation itself.
     """
     flat: dict[str, float] = {}
     tables = {}
-    raw = result_fn() if result_fn is not None else {key: m.result() for key, m in metrics.items()}
+    if result_fn is not None:
+        raw, exposure_state = result_fn()
+    else:
+        raw, exposure_state = {key: m.result() for key, m in metrics.items()}, None
     for key, m in metrics.items():
         res = {k: float(v) for k, v in raw[key].items()}
         if not key.startswith("group:"):
@@ -386,7 +393,7 @@ def collect_results(metrics: Mapping[str, Any], ks: Sequence[int],
             item_rows.append(row)
     missing = int(flat.pop("missing_positives", 0))
     queries = int(flat.pop("evaluated_queries", 0))
-    lorenz = metrics["exposure"].lorenz() if "exposure" in metrics else {}
+    lorenz = metrics["exposure"].lorenz(exposure=exposure_state) if "exposure" in metrics else {}
     return EvaluationResult(flat, tables, item_rows, tuple(ks), queries, missing, lorenz)
 
 

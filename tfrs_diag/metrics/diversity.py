@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from tfrs_diag._keras import tf
-from tfrs_diag.metrics._base import TopKMetric, check_vector
+from tfrs_diag.metrics._base import TopKMetric, check_vector, item_counts, k_segments, relevant_item_counts
 
 
 def gini(counts) -> tf.Tensor:
@@ -114,7 +114,7 @@ class ItemDiversity(TopKMetric):
         self._info = None
         if item_popularity is not None:
             phi = check_vector(item_popularity, self.num_items, "item_popularity")
-            self._info = tf.constant(self_information(phi), tf.float32)
+            self._info = tf.constant(self_information(phi), tf.float64)
         # Not metric state (never reset or summed), so kept out of Keras' tracking.
         object.__setattr__(self, "_unit", None)
         object.__setattr__(self, "_unit_sq", None)
@@ -127,8 +127,7 @@ class ItemDiversity(TopKMetric):
         if emb.shape.rank != 2 or emb.shape[0] != self.num_items:
             raise ValueError(f"item_embeddings must have shape [num_items={self.num_items}, d], got {emb.shape}")
         unit = tf.math.l2_normalize(emb, axis=1)
-        # Squared norm of each unit row: 1, or 0 for an all-zero row (a padding item);
-        # gathered per list instead of squaring the [B, K, d] gathered rows.
+        # Squared norm of each unit row: 1, or 0 for an all-zero row (a padding item).
         unit_sq = tf.reduce_sum(tf.square(unit), axis=1)
         if self._unit is None or self._unit.shape != unit.shape:
             with tf.init_scope():
@@ -142,26 +141,30 @@ class ItemDiversity(TopKMetric):
         self.check_no_weights(sample_weight)
         top = self.check_top(top_indices)
         b = tf.cast(tf.shape(top)[0], tf.float32)
-        count_rows, nov, ild = [], [], []
-        k_max = max(self.ks)
-        # Gather once for the largest K; every smaller K is a prefix.
-        info = tf.gather(self._info, top[:, :k_max]) if self._info is not None else None
+        counts = item_counts(top, self.ks, self.num_items)  # [nk, N]
+        # Slot sums of per-item values are counts @ values: no [B, K] gathers.
+        if self._info is not None:
+            # float64: a float32 dot over the catalog loses the 1e-6 agreement with the per-slot sum.
+            self.novelty_sum.assign_add(tf.cast(tf.linalg.matvec(tf.cast(counts, tf.float64), self._info), tf.float32))
         if self._unit is not None:
-            emb = tf.gather(self._unit, top[:, :k_max])  # [B, K, d]
-            row_sq = tf.gather(self._unit_sq, top[:, :k_max])  # 1, or 0 for all-zero rows
-        for k in self.ks:
-            flat = tf.reshape(top[:, :k], [-1])
-            count_rows.append(tf.math.unsorted_segment_sum(tf.ones_like(flat, tf.float32), flat, self.num_items))
-            nov.append(tf.reduce_sum(info[:, :k]) if info is not None else tf.constant(0.0))
-            if self._unit is not None and k > 1:
-                pairs = intra_list_similarity_sum(emb[:, :k], row_sq[:, :k])
-                ild.append(tf.reduce_sum(1.0 - pairs / (k * (k - 1) / 2.0)))
-            else:
-                ild.append(tf.constant(0.0))
-        self.counts.assign_add(tf.stack(count_rows))
-        self.novelty_sum.assign_add(tf.stack(nov))
-        self.ild_sum.assign_add(tf.stack(ild))
+            self.ild_sum.assign_add(self._ild_sums(top, counts, b))
+        self.counts.assign_add(counts)
         self.queries.assign_add(b)
+
+    def _ild_sums(self, top, counts, b):
+        # sum_u ILD_u = B - sum_u (||sum_i u_i||^2 - sum_i ||u_i||^2) / (K (K-1)); the first
+        # term needs the lists' embedding sums, the second is linear in the counts.
+        row_sq = tf.linalg.matvec(counts, self._unit_sq)  # [nk]
+        out, running = [], None
+        for j, (lo, hi) in enumerate(k_segments(self.ks)):
+            part = tf.reduce_sum(tf.gather(self._unit, top[:, lo:hi]), axis=1)  # [B, d]
+            running = part if running is None else running + part
+            k = hi
+            if k > 1:
+                out.append(b - (tf.reduce_sum(tf.square(running)) - row_sq[j]) / (k * (k - 1)))
+            else:
+                out.append(tf.constant(0.0))
+        return tf.stack(out)
 
     def result_fns(self):
         fns = {}
@@ -202,9 +205,8 @@ class PopularityBias(TopKMetric):
 
             item_is_head = head_tail_split(phi)
         head = check_vector(item_is_head, self.num_items, "item_is_head").astype(bool)
-        self._phi = tf.constant(phi, tf.float32)
         self._tail = tf.constant(~head, tf.float32)
-        self._group_of = tf.constant(np.where(head, 0, 1), tf.int32)  # 0 head, 1 tail
+        self._phi_tail = tf.constant(np.stack([phi, ~head], axis=1), tf.float64)
         self._group_sizes = tf.constant([head.sum(), (~head).sum()], tf.float32)
         nk = len(self.ks)
         self.arp_sum = self.add_weight(name="arp_sum", shape=(nk,), initializer="zeros")
@@ -220,37 +222,37 @@ class PopularityBias(TopKMetric):
         from tfrs_diag.metrics.ranking import hit_matrix
 
         top = self.check_top(top_indices)
-        b = tf.shape(top)[0]
-        hits = hit_matrix(top, positives) if positives is not None else None
-        arp, aplt, rec, hit = [], [], [], []
-        k_max = max(self.ks)
-        phi, tail, group_of = (tf.gather(x, top[:, :k_max]) for x in (self._phi, self._tail, self._group_of))
-        for k in self.ks:
-            arp.append(tf.reduce_sum(tf.reduce_mean(phi[:, :k], axis=1)))
-            aplt.append(tf.reduce_sum(tf.reduce_mean(tail[:, :k], axis=1)))
-            groups = tf.reshape(group_of[:, :k], [-1])
-            rec.append(tf.math.unsorted_segment_sum(tf.ones_like(groups, tf.float32), groups, 2))
-            if hits is not None:
-                hit.append(tf.math.unsorted_segment_sum(tf.reshape(hits[:, :k], [-1]), groups, 2))
-            else:
-                hit.append(tf.zeros([2]))
-        self.arp_sum.assign_add(tf.stack(arp))
-        self.aplt_sum.assign_add(tf.stack(aplt))
-        self.recommended.assign_add(tf.stack(rec))
-        self.hits.assign_add(tf.stack(hit))
-        avail = tf.cast(b, tf.float32) * self._group_sizes
+        b = tf.cast(tf.shape(top)[0], tf.float32)
+        ks = tf.constant(self.ks, tf.float32)
+        # Per K, the slots' summed phi and tail membership: counts @ [phi, tail].
+        counts = tf.cast(item_counts(top, self.ks, self.num_items), tf.float64)
+        sums = tf.cast(tf.matmul(counts, self._phi_tail), tf.float32)  # [nk, 2]
+        self.arp_sum.assign_add(sums[:, 0] / ks)
+        self.aplt_sum.assign_add(sums[:, 1] / ks)
+        self.recommended.assign_add(tf.stack([b * ks - sums[:, 1], sums[:, 1]], axis=1))
+        if positives is not None:
+            hits = hit_matrix(top, positives)
+            both = tf.stack([hits, hits * tf.gather(self._tail, top[:, :max(self.ks)])], axis=2)  # [B, K, 2]
+            rows, running = [], None
+            for lo, hi in k_segments(self.ks):
+                part = tf.reduce_sum(both[:, lo:hi], axis=[0, 1])  # (all hits, tail hits)
+                running = part if running is None else running + part
+                rows.append(running)
+            hit = tf.stack(rows)
+            self.hits.assign_add(tf.stack([hit[:, 0] - hit[:, 1], hit[:, 1]], axis=1))
+            self.relevant.assign_add(self._head_tail(relevant_item_counts(positives, self.num_items)))
+        avail = b * self._group_sizes
         if exclude is not None:
             ex = tf.cast(exclude, tf.int32)
-            ex_groups = tf.gather(self._group_of, tf.maximum(ex, 0))
-            avail -= tf.math.unsorted_segment_sum(tf.reshape(tf.cast(ex >= 0, tf.float32), [-1]),
-                                                  tf.reshape(ex_groups, [-1]), 2)
+            avail -= self._head_tail(tf.math.bincount(tf.where(ex >= 0, ex, self.num_items), minlength=self.num_items,
+                                                      maxlength=self.num_items, dtype=tf.float32))
         self.available.assign_add(avail)
-        if positives is not None:
-            pos = tf.cast(positives, tf.int32)
-            pos_groups = tf.gather(self._group_of, tf.maximum(pos, 0))
-            self.relevant.assign_add(tf.math.unsorted_segment_sum(
-                tf.reshape(tf.cast(pos >= 0, tf.float32), [-1]), tf.reshape(pos_groups, [-1]), 2))
-        self.queries.assign_add(tf.cast(b, tf.float32))
+        self.queries.assign_add(b)
+
+    def _head_tail(self, per_item):
+        """[N] item counts -> [2] (head, tail) totals."""
+        tail = tf.reduce_sum(per_item * self._tail)
+        return tf.stack([tf.reduce_sum(per_item) - tail, tail])
 
     @staticmethod
     def _std_over_mean(p):

@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from tfrs_diag._keras import tf
-from tfrs_diag.metrics._base import TopKMetric, check_vector
+from tfrs_diag.metrics._base import TopKMetric, check_vector, prefix_bincounts, relevant_item_counts
 from tfrs_diag.metrics.diversity import gini
 from tfrs_diag.metrics.ranking import ACCURACY_NAMES, accuracy_terms, discounts, stack_terms
 
@@ -150,18 +150,11 @@ class ItemExposure(TopKMetric):
     def update_state(self, top_indices, positives=None, user_group=None, exclude=None, sample_weight=None):
         self.check_no_weights(sample_weight)
         top = self.check_top(top_indices)
-        disc = discounts(max(self.ks))
-        rows = []
-        for k in self.ks:
-            t = top[:, :k]
-            w = tf.broadcast_to(disc[:k][None, :], tf.shape(t))
-            rows.append(tf.math.unsorted_segment_sum(tf.reshape(w, [-1]), tf.reshape(t, [-1]), self.num_items))
-        self.exposure.assign_add(tf.stack(rows))
+        self.exposure.assign_add(prefix_bincounts(top, self.ks, self.num_items, weights=discounts(max(self.ks))))
         if positives is not None:
-            pos = tf.cast(positives, tf.int32)
-            grp = tf.gather(self._groups, tf.maximum(pos, 0))
-            self.relevant.assign_add(tf.math.unsorted_segment_sum(
-                tf.reshape(tf.cast(pos >= 0, tf.float32), [-1]), tf.reshape(grp, [-1]), len(self.group_names)))
+            self.relevant.assign_add(tf.math.bincount(
+                self._groups, weights=relevant_item_counts(positives, self.num_items),
+                minlength=len(self.group_names), maxlength=len(self.group_names)))
 
     def result(self):
         out = {}
@@ -181,9 +174,12 @@ class ItemExposure(TopKMetric):
             out[f"exposure_gap_at_{k}"] = gap
         return out
 
-    def lorenz(self, points: int = 101) -> dict[int, dict[str, list[float]]]:
-        """Per K, the Lorenz curve of per-item exposure: ``{k: {"x": [...], "y": [...]}}``."""
-        exposure = self.exposure.numpy()
+    def lorenz(self, points: int = 101, exposure: np.ndarray | None = None) -> dict[int, dict[str, list[float]]]:
+        """Per K, the Lorenz curve of per-item exposure: ``{k: {"x": [...], "y": [...]}}``.
+
+        ``exposure`` is this metric's state already read to the host (default: read it now).
+        """
+        exposure = self.exposure.numpy() if exposure is None else exposure
         out = {}
         for j, k in enumerate(self.ks):
             x, y = lorenz_curve(exposure[j], points)

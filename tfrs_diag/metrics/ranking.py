@@ -27,7 +27,7 @@ import math
 from typing import Sequence
 
 from tfrs_diag._keras import tf
-from tfrs_diag.metrics._base import TopKMetric
+from tfrs_diag.metrics._base import LastCall, TopKMetric
 from tfrs_diag.metrics.topk import MISSING
 
 ACCURACY_NAMES = ("recall", "ndcg", "mrr", "hit_rate")
@@ -36,24 +36,6 @@ ACCURACY_NAMES = ("recall", "ndcg", "mrr", "hit_rate")
 def discounts(k: int) -> tf.Tensor:
     """1/log2(r+1) for r = 1..k."""
     return tf.constant([1.0 / math.log2(r + 1) for r in range(1, k + 1)], tf.float32)
-
-
-class _LastCall:
-    """One-slot memo keyed on tensor identity: the metric families of one evaluation step
-    receive the same `top_indices`/`positives` tensors, so the [B, K, P] comparison and the
-    per-query terms are built once per step instead of once per family."""
-
-    def __init__(self, fn):
-        self._fn = fn
-        self._key = None
-        self._value = None
-
-    def __call__(self, top, positives, *extra):
-        key = (top.ref(), positives.ref(), extra)
-        if key != self._key:
-            self._value = self._fn(top, positives, *extra)
-            self._key = key
-        return self._value
 
 
 _positives_in_order = contextvars.ContextVar("positives_in_order", default=False)
@@ -82,7 +64,7 @@ def hit_matrix(top_indices: tf.Tensor, positives: tf.Tensor) -> tf.Tensor:
     return _hit_matrix(tf.cast(top_indices, tf.int32), tf.cast(positives, tf.int32))
 
 
-@_LastCall
+@LastCall
 def _hit_matrix(top_indices, positives):
     # Binary search in each query's sorted positives: O(B K log P) rather than the
     # O(B K P) all-pairs comparison (P reaches hundreds for heavy users).
@@ -104,7 +86,7 @@ def accuracy_terms(top_indices: tf.Tensor, positives: tf.Tensor, ks: Sequence[in
     return _accuracy_terms(tf.cast(top_indices, tf.int32), tf.cast(positives, tf.int32), tuple(ks))
 
 
-@_LastCall
+@LastCall
 def _accuracy_terms(top_indices, positives, ks) -> dict:
     pos = positives
     num_relevant = tf.reduce_sum(tf.cast(pos >= 0, tf.float32), axis=1)
