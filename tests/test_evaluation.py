@@ -236,7 +236,8 @@ def test_factorized_metrics_in_a_retrieval_task_agree_with_factorized_top_k(data
 
 def test_positives_in_search_order_give_the_same_hits_without_the_sort():
     from tfrs_diag.evaluation import _in_search_order, _padded
-    from tfrs_diag.metrics.ranking import _hit_matrix, positives_in_search_order
+    from tfrs_diag.metrics._base import positives_in_search_order
+    from tfrs_diag.metrics.ranking import _hit_matrix
 
     rng = np.random.default_rng(3)
     rows = [np.append(rng.choice(50, size=n, replace=False), [-2] * (n % 2)).astype(np.int32)

@@ -22,10 +22,10 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from tfrs_diag._keras import tf
-from tfrs_diag.metrics._base import check_ks
+from tfrs_diag.metrics._base import check_ks, positives_in_search_order
 from tfrs_diag.metrics.diversity import ItemDiversity, PopularityBias
 from tfrs_diag.metrics.fairness import ItemExposure, UserGroupAccuracy
-from tfrs_diag.metrics.ranking import RankingAccuracy, positives_in_search_order
+from tfrs_diag.metrics.ranking import RankingAccuracy
 from tfrs_diag.metrics.topk import PAD, IdMapper, top_k
 
 _logger = logging.getLogger("tfrs_diag")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Sequence
 
 import numpy as np
@@ -57,17 +59,80 @@ def k_segments(ks: Sequence[int]) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+def prefix_matrix(ks: Sequence[int], weights: np.ndarray | None = None) -> tf.Tensor:
+    """[max(ks), len(ks)] float32: column j is ``weights[r]`` (default 1) for ranks r < ks[j], else 0.
+
+    ``x @ prefix_matrix(ks)`` sums a [..., K] per-rank quantity over every top-K prefix in one matmul.
+
+    >>> prefix_matrix((1, 3)).numpy().tolist()
+    [[1.0, 1.0], [0.0, 1.0], [0.0, 1.0]]
+    """
+    k_max = max(ks)
+    w = np.ones(k_max) if weights is None else np.asarray(weights, np.float64)
+    ranks = np.arange(k_max)[:, None]
+    return tf.constant(np.where(ranks < np.asarray(ks)[None, :], w[:, None], 0.0), tf.float32)
+
+
+_positives_in_order = contextvars.ContextVar("positives_in_order", default=False)
+
+
+@contextlib.contextmanager
+def positives_in_search_order():
+    """Within this block (at trace time), positives rows are promised ascending with
+    negative pads last, so the hit matrix skips its sort. `TopKEvaluator` builds them so.
+
+    >>> import tensorflow as tf
+    >>> from tfrs_diag.metrics.ranking import hit_matrix
+    >>> with positives_in_search_order():
+    ...     hits = hit_matrix(tf.constant([[5, 2, 9]]), tf.constant([[2, 9, -1]]))
+    >>> hits.numpy().tolist()
+    [[0.0, 1.0, 1.0]]
+    """
+    token = _positives_in_order.set(True)
+    try:
+        yield
+    finally:
+        _positives_in_order.reset(token)
+
+
+def searchable_positives(positives: tf.Tensor) -> tf.Tensor:
+    """[B, P] int32: each row's positives ascending, pads and missing ids as int32 max (last).
+
+    Memoised per step: the hit matrix searches it, relevant-item counts bincount it
+    (int32 max falls outside every catalog) and the number of valid positives is the
+    position of the first int32 max.
+    """
+    return _searchable_positives(positives, _positives_in_order.get())
+
+
+@LastCall
+def _searchable_positives(positives, in_order: bool):
+    pos = tf.cast(positives, tf.int32)
+    pos = tf.where(pos >= 0, pos, tf.int32.max)
+    return pos if in_order else tf.sort(pos, axis=1)
+
+
+def bincount(ids: tf.Tensor, size: int, weights: tf.Tensor | None = None) -> tf.Tensor:
+    """[size] float32 (weighted) counts of ``ids``; ids outside 0..size-1 are dropped.
+
+    The raw op with a static size: `tf.math.bincount` adds a max-reduction over ``ids`` to
+    size its output, and `unsorted_segment_sum` costs several times more on CPU. XLA
+    compiles it.
+    """
+    ids = tf.reshape(ids, [-1])
+    weights = tf.zeros([0], tf.float32) if weights is None else tf.reshape(tf.cast(weights, tf.float32), [-1])
+    return tf.raw_ops.DenseBincount(input=ids, size=size, weights=weights, binary_output=False)
+
+
 def prefix_bincounts(top: tf.Tensor, ks: Sequence[int], num_items: int, weights: tf.Tensor | None = None) -> tf.Tensor:
     """[len(ks), num_items]: per K, how often (or with how much ``weights`` [K]) each item is in a top-K list.
 
-    `tf.math.bincount` rather than `unsorted_segment_sum`: several times faster on CPU and
-    supported by XLA. Each rank range is counted once and the prefixes summed.
+    Each rank range is counted once and the prefixes summed.
     """
     rows, total = [], None
     for lo, hi in k_segments(ks):
         part = top[:, lo:hi]
-        w = None if weights is None else tf.broadcast_to(weights[lo:hi], tf.shape(part))
-        c = tf.math.bincount(part, weights=w, minlength=num_items, maxlength=num_items, dtype=tf.float32)
+        c = bincount(part, num_items, None if weights is None else tf.broadcast_to(weights[lo:hi], tf.shape(part)))
         total = c if total is None else total + c
         rows.append(total)
     return tf.stack(rows)
@@ -82,9 +147,7 @@ def item_counts(top: tf.Tensor, ks: tuple, num_items: int) -> tf.Tensor:
 @LastCall
 def relevant_item_counts(positives: tf.Tensor, num_items: int) -> tf.Tensor:
     """[num_items]: how many queries hold each item as a positive (pads and missing ids skipped)."""
-    pos = tf.cast(positives, tf.int32)
-    return tf.math.bincount(tf.where(pos >= 0, pos, num_items), minlength=num_items, maxlength=num_items,
-                            dtype=tf.float32)
+    return bincount(searchable_positives(positives), num_items)
 
 
 class TopKMetric(tf.keras.metrics.Metric):

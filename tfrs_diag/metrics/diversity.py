@@ -33,7 +33,8 @@ from typing import Sequence
 import numpy as np
 
 from tfrs_diag._keras import tf
-from tfrs_diag.metrics._base import TopKMetric, check_vector, item_counts, k_segments, relevant_item_counts
+from tfrs_diag.metrics._base import (TopKMetric, bincount, check_vector, item_counts, k_segments, prefix_matrix,
+                                     relevant_item_counts)
 
 
 def gini(counts) -> tf.Tensor:
@@ -232,20 +233,15 @@ class PopularityBias(TopKMetric):
         self.recommended.assign_add(tf.stack([b * ks - sums[:, 1], sums[:, 1]], axis=1))
         if positives is not None:
             hits = hit_matrix(top, positives)
-            both = tf.stack([hits, hits * tf.gather(self._tail, top[:, :max(self.ks)])], axis=2)  # [B, K, 2]
-            rows, running = [], None
-            for lo, hi in k_segments(self.ks):
-                part = tf.reduce_sum(both[:, lo:hi], axis=[0, 1])  # (all hits, tail hits)
-                running = part if running is None else running + part
-                rows.append(running)
-            hit = tf.stack(rows)
-            self.hits.assign_add(tf.stack([hit[:, 0] - hit[:, 1], hit[:, 1]], axis=1))
+            per_rank = tf.stack([tf.reduce_sum(hits, axis=0),
+                                 tf.reduce_sum(hits * tf.gather(self._tail, top[:, :max(self.ks)]), axis=0)])
+            hit = tf.matmul(per_rank, prefix_matrix(self.ks))  # [2, nk]: all hits, tail hits
+            self.hits.assign_add(tf.stack([hit[0] - hit[1], hit[1]], axis=1))
             self.relevant.assign_add(self._head_tail(relevant_item_counts(positives, self.num_items)))
         avail = b * self._group_sizes
         if exclude is not None:
             ex = tf.cast(exclude, tf.int32)
-            avail -= self._head_tail(tf.math.bincount(tf.where(ex >= 0, ex, self.num_items), minlength=self.num_items,
-                                                      maxlength=self.num_items, dtype=tf.float32))
+            avail -= self._head_tail(bincount(tf.where(ex >= 0, ex, self.num_items), self.num_items))
         self.available.assign_add(avail)
         self.queries.assign_add(b)
 

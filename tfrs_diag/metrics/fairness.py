@@ -21,9 +21,9 @@ from typing import Sequence
 import numpy as np
 
 from tfrs_diag._keras import tf
-from tfrs_diag.metrics._base import TopKMetric, check_vector, prefix_bincounts, relevant_item_counts
+from tfrs_diag.metrics._base import TopKMetric, bincount, check_vector, prefix_bincounts, relevant_item_counts
 from tfrs_diag.metrics.diversity import gini
-from tfrs_diag.metrics.ranking import ACCURACY_NAMES, accuracy_terms, discounts, stack_terms
+from tfrs_diag.metrics.ranking import ACCURACY_NAMES, accuracy_terms, discounts
 
 
 def lorenz_curve(values, points: int = 101) -> tuple[np.ndarray, np.ndarray]:
@@ -95,9 +95,8 @@ class UserGroupAccuracy(TopKMetric):
         g = len(self.group_names)
         terms = accuracy_terms(self.check_top(top_indices), positives, self.ks)
         group = tf.reshape(tf.cast(user_group, tf.int32), [-1])
-        per_query = stack_terms(terms, self.ks)
-        self.sums.assign_add(tf.math.unsorted_segment_sum(per_query, group, g))
-        self.counts.assign_add(tf.math.unsorted_segment_sum(tf.cast(terms["valid"], tf.float32), group, g))
+        self.sums.assign_add(tf.math.unsorted_segment_sum(terms.per_query, group, g))
+        self.counts.assign_add(tf.math.unsorted_segment_sum(terms.valid, group, g))
 
     def result(self):
         out = {}
@@ -152,9 +151,8 @@ class ItemExposure(TopKMetric):
         top = self.check_top(top_indices)
         self.exposure.assign_add(prefix_bincounts(top, self.ks, self.num_items, weights=discounts(max(self.ks))))
         if positives is not None:
-            self.relevant.assign_add(tf.math.bincount(
-                self._groups, weights=relevant_item_counts(positives, self.num_items),
-                minlength=len(self.group_names), maxlength=len(self.group_names)))
+            self.relevant.assign_add(bincount(self._groups, len(self.group_names),
+                                              weights=relevant_item_counts(positives, self.num_items)))
 
     def result(self):
         out = {}

@@ -15,19 +15,19 @@ out of the denominators and counted (``missing_positives``) instead.
 >>> top = tf.constant([[3, 1, 7]])          # ranks 1..3
 >>> pos = tf.constant([[1, 9, -1]])         # relevant: items 1 and 9 (-1 pads)
 >>> t = accuracy_terms(top, pos, ks=(3,))
->>> [round(float(t[3][name][0]), 4) for name in ("recall", "ndcg", "mrr", "hit")]
+>>> [round(float(x), 4) for x in t.per_query[0, 0]]     # recall, ndcg, mrr, hit
 [0.5, 0.3869, 0.5, 1.0]
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
+
+import numpy as np
 
 from tfrs_diag._keras import tf
-from tfrs_diag.metrics._base import LastCall, TopKMetric
+from tfrs_diag.metrics._base import LastCall, TopKMetric, prefix_matrix, searchable_positives
 from tfrs_diag.metrics.topk import MISSING
 
 ACCURACY_NAMES = ("recall", "ndcg", "mrr", "hit_rate")
@@ -36,27 +36,6 @@ ACCURACY_NAMES = ("recall", "ndcg", "mrr", "hit_rate")
 def discounts(k: int) -> tf.Tensor:
     """1/log2(r+1) for r = 1..k."""
     return tf.constant([1.0 / math.log2(r + 1) for r in range(1, k + 1)], tf.float32)
-
-
-_positives_in_order = contextvars.ContextVar("positives_in_order", default=False)
-
-
-@contextlib.contextmanager
-def positives_in_search_order():
-    """Within this block (at trace time), positives rows are promised ascending with
-    negative pads last, so the hit matrix skips its sort. `TopKEvaluator` builds them so.
-
-    >>> import tensorflow as tf
-    >>> with positives_in_search_order():
-    ...     hits = hit_matrix(tf.constant([[5, 2, 9]]), tf.constant([[2, 9, -1]]))
-    >>> hits.numpy().tolist()
-    [[0.0, 1.0, 1.0]]
-    """
-    token = _positives_in_order.set(True)
-    try:
-        yield
-    finally:
-        _positives_in_order.reset(token)
 
 
 def hit_matrix(top_indices: tf.Tensor, positives: tf.Tensor) -> tf.Tensor:
@@ -69,55 +48,50 @@ def _hit_matrix(top_indices, positives):
     # Binary search in each query's sorted positives: O(B K log P) rather than the
     # O(B K P) all-pairs comparison (P reaches hundreds for heavy users).
     top = tf.cast(top_indices, tf.int32)
-    pos = tf.where(positives >= 0, positives, tf.int32.max)  # pads and missing sort last, never match
-    sorted_pos = pos if _positives_in_order.get() else tf.sort(pos, axis=1)
+    sorted_pos = searchable_positives(positives)  # pads and missing are int32 max: never match
     at = tf.minimum(tf.searchsorted(sorted_pos, top, side="left"), tf.shape(sorted_pos)[1] - 1)
     found = tf.gather(sorted_pos, at, batch_dims=1)
     return tf.cast(tf.equal(found, top), tf.float32)
 
 
-def accuracy_terms(top_indices: tf.Tensor, positives: tf.Tensor, ks: Sequence[int]) -> dict:
-    """Per-query accuracy at each K (prefixes of one top-max(ks) list).
+class AccuracyTerms(NamedTuple):
+    """Per-query accuracy of one batch of top-K lists (see `accuracy_terms`)."""
 
-    Returns ``{k: {"recall", "ndcg", "mrr", "hit"} -> [B]}`` plus under the keys
-    ``"valid"`` ([B] bool, queries with a positive in the candidate set),
-    ``"num_relevant"`` ([B]) and ``"missing"`` ([B], positives not in the candidates).
-    """
+    per_query: tf.Tensor  # [B, len(ks), 4]: ACCURACY_NAMES per K; 0 for queries without a valid positive
+    valid: tf.Tensor  # [B] float: 1 where the query has a positive in the candidate set
+    missing: tf.Tensor  # [B] float: positives whose id is not in the candidate set
+
+
+def accuracy_terms(top_indices: tf.Tensor, positives: tf.Tensor, ks: Sequence[int]) -> AccuracyTerms:
+    """Per-query Recall, NDCG, MRR and hit at each K (prefixes of one top-max(ks) list)."""
     return _accuracy_terms(tf.cast(top_indices, tf.int32), tf.cast(positives, tf.int32), tuple(ks))
 
 
 @LastCall
-def _accuracy_terms(top_indices, positives, ks) -> dict:
-    pos = positives
-    num_relevant = tf.reduce_sum(tf.cast(pos >= 0, tf.float32), axis=1)
-    missing = tf.reduce_sum(tf.cast(tf.equal(pos, MISSING), tf.float32), axis=1)
-    hits = _hit_matrix(top_indices, pos)
-    k_max = max(ks)
-    disc = discounts(k_max)
-    denom = tf.maximum(num_relevant, 1.0)
-    first_hit = tf.argmax(hits, axis=1, output_type=tf.int32)  # 0 when no hit; masked below
-    out: dict = {"valid": num_relevant > 0, "num_relevant": num_relevant, "missing": missing}
-    for k in ks:
-        h = hits[:, :k]
-        n_hits = tf.reduce_sum(h, axis=1)
-        ideal = tf.cumsum(disc[:k])  # ideal DCG for 1..k relevant items
-        idcg = tf.gather(ideal, tf.cast(tf.minimum(tf.maximum(num_relevant, 1.0), k), tf.int32) - 1)
-        any_hit = n_hits > 0
-        out[k] = {
-            "recall": n_hits / denom,
-            "ndcg": tf.reduce_sum(h * disc[:k], axis=1) / idcg,
-            "mrr": tf.where(any_hit & (first_hit < k), 1.0 / tf.cast(first_hit + 1, tf.float32), 0.0),
-            "hit": tf.cast(any_hit, tf.float32),
-        }
-    return out
-
-
-def stack_terms(terms: dict, ks: Sequence[int]) -> tf.Tensor:
-    """[B, len(ks), 4] of (recall, ndcg, mrr, hit) per query, zero for invalid queries."""
-    valid = tf.cast(terms["valid"], tf.float32)[:, None]
-    per_k = [tf.stack([terms[k]["recall"], terms[k]["ndcg"], terms[k]["mrr"], terms[k]["hit"]], axis=1) * valid
-             for k in ks]
-    return tf.stack(per_k, axis=1)
+def _accuracy_terms(top_indices, positives, ks) -> AccuracyTerms:
+    # Every K at once: hit counts and DCG summed over disjoint rank ranges, then prefixed.
+    sorted_pos = searchable_positives(positives)
+    b = tf.shape(sorted_pos)[0]
+    # Valid positives come first in each searchable row: their count is where int32 max starts.
+    num_relevant = tf.cast(tf.searchsorted(sorted_pos, tf.fill([b, 1], tf.int32.max))[:, 0], tf.float32)
+    missing = tf.reduce_sum(tf.cast(tf.equal(positives, MISSING), tf.float32), axis=1)
+    hits = _hit_matrix(top_indices, positives)
+    nk = len(ks)
+    disc = [1.0 / math.log2(r + 2) for r in range(max(ks))]
+    # Hit counts and DCG at every K in one matmul: [B, K] @ [K, 2 nk].
+    sums = tf.matmul(hits, tf.concat([prefix_matrix(ks), prefix_matrix(ks, disc)], axis=1))
+    n_hits, dcg = sums[:, :nk], sums[:, nk:]
+    ideal = tf.constant(np.cumsum(1.0 / np.log2(np.arange(2, max(ks) + 2))), tf.float32)  # IDCG of 1..K relevant
+    ks_f = tf.constant(ks, tf.float32)[None, :]
+    idcg = tf.gather(ideal, tf.cast(tf.minimum(tf.maximum(num_relevant, 1.0)[:, None], ks_f), tf.int32) - 1)
+    any_hit = n_hits > 0
+    # The first hit of the whole list is within K whenever there is a hit within K.
+    first_hit = tf.argmax(hits, axis=1, output_type=tf.int32)
+    mrr = tf.where(any_hit, 1.0 / tf.cast(first_hit + 1, tf.float32)[:, None], 0.0)
+    valid = tf.cast(num_relevant > 0, tf.float32)
+    per_query = tf.stack([n_hits / tf.maximum(num_relevant, 1.0)[:, None], dcg / idcg, mrr,
+                          tf.cast(any_hit, tf.float32)], axis=2) * valid[:, None, None]
+    return AccuracyTerms(per_query, valid, missing)
 
 
 class RankingAccuracy(TopKMetric):
@@ -143,11 +117,11 @@ class RankingAccuracy(TopKMetric):
         if positives is None:
             raise ValueError("RankingAccuracy needs positives: the held-out relevant items of each query")
         terms = accuracy_terms(self.check_top(top_indices), positives, self.ks)
-        self.sums.assign_add(tf.reduce_sum(stack_terms(terms, self.ks), axis=0))
-        valid = tf.cast(terms["valid"], tf.float32)
-        self.queries.assign_add(tf.reduce_sum(valid))
-        self.empty.assign_add(tf.reduce_sum(1.0 - valid))
-        self.missing.assign_add(tf.reduce_sum(terms["missing"]))
+        self.sums.assign_add(tf.reduce_sum(terms.per_query, axis=0))
+        valid = tf.reduce_sum(terms.valid)
+        self.queries.assign_add(valid)
+        self.empty.assign_add(tf.cast(tf.shape(terms.valid)[0], tf.float32) - valid)
+        self.missing.assign_add(tf.reduce_sum(terms.missing))
 
     def result(self):
         q = tf.maximum(self.queries, 1.0)
