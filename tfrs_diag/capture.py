@@ -35,6 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tfrs_diag._graph import rare_cond
 from tfrs_diag._keras import tf
 from tfrs_diag.stats import gradients as G
 
@@ -91,26 +92,6 @@ def _unique(names: Sequence[str]) -> list[str]:
         k = counts.get(n, 0)
         counts[n] = k + 1
         out.append(n if k == 0 else f"{n}_{k + 1}")
-    return out
-
-
-def _rare_cond(pred, true_fn, false_fn, lower: bool):
-    """`tf.cond` for a branch that is rarely taken.
-
-    TensorFlow lowers a cond to Switch/Merge nodes so that its branches run inline;
-    the untaken branch then still costs the executor a visit per node on every step.
-    Keeping the functional ``If`` (``lower=False``) costs one kernel that runs only the
-    taken branch. XLA compiles the cond either way.
-    """
-    graph = tf.compat.v1.get_default_graph()
-    before = len(graph.get_operations())
-    out = tf.cond(pred, true_fn, false_fn)
-    if not lower:
-        from tensorflow.core.framework import attr_value_pb2  # noqa: PLC0415
-
-        for op in graph.get_operations()[before:]:
-            if op.type in ("If", "StatelessIf"):
-                op._set_attr("_lower_using_switch_merge", attr_value_pb2.AttrValue(b=False))
     return out
 
 
@@ -402,7 +383,7 @@ class GradientCapture:
             return bad
 
         rare = tf.logical_not(tf.reduce_all(finite_sq)) | tf.reduce_any(over)
-        bad = _rare_cond(rare, rare_step, lambda: tf.zeros([len(tracked)], tf.bool), lower=self._xla)
+        bad = rare_cond(rare, rare_step, lambda: tf.zeros([len(tracked)], tf.bool), lower=self._xla)
 
         if s.noise is not None and local_grads is not None:
             self._record_noise(local_grads, sumsq)
@@ -426,7 +407,7 @@ class GradientCapture:
                 tf.cond(prepare, self._keep_weights(variables), lambda: tf.constant(False))
                 return tf.constant(True)
 
-            _rare_cond(snapshot | histogram | prepare, after_branch, lambda: tf.constant(False), lower=self._xla)
+            rare_cond(snapshot | histogram | prepare, after_branch, lambda: tf.constant(False), lower=self._xla)
 
         return new_grads, after
 

@@ -21,6 +21,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from tfrs_diag._graph import rare_cond
 from tfrs_diag._keras import tf
 from tfrs_diag.metrics._base import check_ks, positives_in_search_order
 from tfrs_diag.metrics.diversity import ItemDiversity, PopularityBias
@@ -236,6 +237,7 @@ class TopKEvaluator:
             else:
                 self.item_groups, self.item_group_names = _group_codes(groups)
         self._queries: Queries | None = None
+        self._batch_tensors: list | None = None
         self._step = None
 
     # -- helpers
@@ -289,78 +291,96 @@ class TopKEvaluator:
         key = (query_tower, tuple(cand.shape))
         if self._step is None or self._step[0] != key:
             self._step = (key, self._build_step(query_tower, cand if self.diversity_embeddings else None, q))
-        _, (begin_fn, step_fn, metrics, result_fn) = self._step
-        begin_fn(cand)
-        query_input = q.features[self.query_key]
-        for lo in range(0, len(query_input), self.batch_size):
-            sl = slice(lo, lo + self.batch_size)
-            groups = {key: tf.constant(q.groups[key][sl]) for key in self._user_group_keys}
-            exclude = tf.constant(q.exclude[sl]) if q.exclude is not None else None
-            step_fn(tf.constant(query_input[sl]), cand, tf.constant(q.positives[sl]), groups, exclude)
-        return collect_results(metrics, self.ks, q.group_names, result_fn)
+        _, (step_fn, metrics, reader) = self._step
+        batches = self._batches(q)
+        for i, (features, positives, groups, exclude) in enumerate(batches):
+            # The first batch also resets the state, the last also reads every result:
+            # one traced call per batch and nothing else.
+            out = step_fn(features, cand, positives, groups, exclude, tf.constant(i == 0),
+                          tf.constant(i == len(batches) - 1))
+        return collect_results(metrics, self.ks, q.group_names, lambda: reader.read(*out))
+
+    def _batches(self, q: Queries) -> list:
+        """The query batches as tensors, built once: they are the same at every evaluation."""
+        if self._batch_tensors is None:
+            query_input = q.features[self.query_key]
+            batches = []
+            for lo in range(0, len(query_input), self.batch_size):
+                sl = slice(lo, lo + self.batch_size)
+                # Positives are left-aligned: trim each batch to its own widest row.
+                width = max(1, int((q.positives[sl] != PAD).sum(axis=1).max()))
+                groups = {key: tf.constant(q.groups[key][sl]) for key in self._user_group_keys}
+                exclude = tf.constant(q.exclude[sl]) if q.exclude is not None else None
+                batches.append((tf.constant(query_input[sl]), tf.constant(q.positives[sl, :width]), groups, exclude))
+            self._batch_tensors = batches
+        return self._batch_tensors
 
     def _build_step(self, query_tower, item_embeddings, q: Queries):
         metrics = self._metrics(item_embeddings, q)
         k_max = max(self.ks)
-
-        def step(features, cand, positives, groups, exclude):
-            top = top_k(query_tower(features), cand, k_max, exclude)
-            with positives_in_search_order():  # group_queries orders them (_in_search_order)
-                for key, m in metrics.items():
-                    m.update_state(top.indices, positives, groups[key[6:]] if key.startswith("group:") else None,
-                                   exclude)
-            return top.indices
-
         state = [v for m in metrics.values() for v in m.variables]
+        reader = _ResultReader(metrics)
 
         def begin(cand):
-            # One traced call per evaluation: eager assigns (one per state variable, plus
-            # normalising the ILD embeddings) cost more than a whole batch on a small catalog.
             for v in state:
                 v.assign(tf.zeros(v.shape, v.dtype))
             if item_embeddings is not None:
                 metrics["diversity"].set_item_embeddings(cand)
             return tf.constant(True)
 
-        return tf.function(begin), tf.function(step, reduce_retracing=True), metrics, _stacked_results(metrics)
+        def step(features, cand, positives, groups, exclude, first, last):
+            rare_cond(first, lambda: begin(cand), lambda: tf.constant(False))
+            top = top_k(query_tower(features), cand, k_max, exclude)
+            with positives_in_search_order():  # group_queries orders them (_in_search_order)
+                for key, m in metrics.items():
+                    m.update_state(top.indices, positives, groups[key[6:]] if key.startswith("group:") else None,
+                                   exclude)
+            return rare_cond(last, reader.compute, reader.placeholder)
+
+        return tf.function(step, reduce_retracing=True), metrics, reader
 
 
-def _stacked_results(metrics: Mapping[str, Any]):
-    """``() -> ({family: {name: value}}, exposure)`` from one traced call and one host transfer.
+class _ResultReader:
+    """Every family's results as one float64 vector (plus the exposure state for the Lorenz curves).
 
-    Reading a hundred-odd result tensors one by one costs more than computing them.
-    ``exposure`` is `ItemExposure`'s [len(ks), num_items] state (for its Lorenz curves), or None.
+    Computed inside the last batch's traced step and read with one host transfer:
+    reading a hundred-odd result tensors one by one costs more than computing them.
     """
-    names: list[tuple[str, str]] = []
-    exposure = metrics.get("exposure")
 
-    def stacked():
-        values = []
-        names.clear()
-        for key, m in metrics.items():
-            for name, value in m.result().items():
-                names.append((key, name))
-                values.append(tf.cast(value, tf.float64))
-        return tf.stack(values), (exposure.exposure.read_value() if exposure is not None else tf.zeros([0]))
+    def __init__(self, metrics: Mapping[str, Any]):
+        self.metrics = metrics
+        self.names: list[tuple[str, str]] = []
+        self._exposure = metrics.get("exposure")
 
-    fn = tf.function(stacked)
+    def compute(self):
+        vectors = []
+        self.names = []
+        for key, m in self.metrics.items():
+            family_names, vector = m.result_vector()
+            self.names.extend((key, name) for name in family_names)
+            vectors.append(vector)
+        exposure = self._exposure.exposure.read_value() if self._exposure is not None else tf.zeros([0, 0])
+        return tf.concat(vectors, axis=0), exposure
 
-    def results():
-        vector, exposure_state = fn()
-        out: dict[str, dict[str, float]] = {key: {} for key in metrics}
-        for (key, name), value in zip(names, vector.numpy().tolist()):
+    def placeholder(self):
+        vector, exposure = self.compute()  # traced only for the shapes; this branch never runs it
+        return tf.zeros_like(vector), tf.zeros_like(exposure)
+
+    def read(self, vector, exposure):
+        """``({family: {name: value}}, exposure array or None)`` on the host."""
+        out: dict[str, dict[str, float]] = {key: {} for key in self.metrics}
+        for (key, name), value in zip(self.names, vector.numpy().tolist()):
             out[key][name] = value
-        return out, (exposure_state.numpy() if exposure is not None else None)
-
-    return results
+        return out, (exposure.numpy() if self._exposure is not None else None)
 
 
 def collect_results(metrics: Mapping[str, Any], ks: Sequence[int],
                     group_names: Mapping[str, Sequence[str]], result_fn=None) -> EvaluationResult:
     """Flattens the families' results into an `EvaluationResult` with group tables.
 
-    ``result_fn`` (see `_stacked_results`) computes every result in one call; eager
-    `Metric.result` calls cost far more than the evaluation itself.
+    ``result_fn`` (``() -> ({family: {name: value}}, exposure)``, see `_ResultReader`) reads
+    results computed in one traced call; eager `Metric.result` calls cost far more than
+    the evaluation itself.
     """
     flat: dict[str, float] = {}
     tables = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -47,6 +47,11 @@ class LastCall:
             self._value = self._fn(*args)
             self._key = key
         return self._value
+
+
+def names_at(stem: str, ks: Sequence[int]) -> list[str]:
+    """``["<stem>_at_<k>", ...]``: result names of one metric at every K."""
+    return [f"{stem}_at_{k}" for k in ks]
 
 
 def k_segments(ks: Sequence[int]) -> list[tuple[int, int]]:
@@ -185,16 +190,37 @@ class TopKMetric(tf.keras.metrics.Metric):
             raise ValueError(f"top_indices has {top.shape[1]} columns; this metric needs max(ks)={max(self.ks)}")
         return top
 
-    def result_fns(self) -> dict:
-        """``{name: zero-argument function}``: lets a caller compute one result alone.
+    def result_blocks(self) -> list[tuple[list[str], Callable[[], tf.Tensor]]]:
+        """Results as blocks ``(names, fn)``: ``fn()`` is a tensor of ``len(names)`` values (C order).
 
-        Families whose results are not all cheap override this; the default computes
-        the whole dict.
+        A block computes related results together (e.g. one metric at every K), so an
+        evaluation reads every result with a few vectorised ops instead of one small op
+        chain per scalar.
         """
-        return {k: (lambda k=k: self.result()[k]) for k in self.result()}
+        raise NotImplementedError
+
+    def result_vector(self) -> tuple[list[str], tf.Tensor]:
+        """Every result as ``(names, float64 vector)``, each block computed once."""
+        names, parts = [], []
+        for block_names, fn in self.result_blocks():
+            names += block_names
+            parts.append(tf.reshape(tf.cast(fn(), tf.float64), [-1]))
+        return names, tf.concat(parts, axis=0)
+
+    def result_fns(self) -> dict:
+        """``{name: zero-argument function}``: lets a caller compute one result (its block) alone."""
+        fns = {}
+        for names, fn in self.result_blocks():
+            for i, name in enumerate(names):
+                fns[name] = lambda fn=fn, i=i: tf.reshape(fn(), [-1])[i]
+        return fns
 
     def result(self):
-        return {k: f() for k, f in self.result_fns().items()}
+        out = {}
+        for names, fn in self.result_blocks():
+            values = tf.reshape(fn(), [-1])
+            out.update({name: values[i] for i, name in enumerate(names)})
+        return out
 
     def reset_state(self):
         for v in self.variables:

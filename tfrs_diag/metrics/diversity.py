@@ -33,30 +33,30 @@ from typing import Sequence
 import numpy as np
 
 from tfrs_diag._keras import tf
-from tfrs_diag.metrics._base import (TopKMetric, bincount, check_vector, item_counts, k_segments, prefix_matrix,
-                                     relevant_item_counts)
+from tfrs_diag.metrics._base import (TopKMetric, bincount, check_vector, item_counts, k_segments, names_at,
+                                     prefix_matrix, relevant_item_counts)
 
 
 def gini(counts) -> tf.Tensor:
-    """Gini index of non-negative ``counts`` over the whole catalog (0 if all zero)."""
-    c = tf.sort(tf.reshape(tf.cast(counts, tf.float64), [-1]))
-    n = tf.cast(tf.size(c), tf.float64)
-    total = tf.reduce_sum(c)
-    j = tf.range(1, tf.size(c) + 1, dtype=tf.float64)
-    value = tf.reduce_sum((2.0 * j - n - 1.0) * c) / tf.maximum(n * total, 1e-300)
+    """Gini index of non-negative ``counts`` over the whole catalog (last axis; 0 if all zero)."""
+    c = tf.sort(tf.cast(counts, tf.float64), axis=-1)
+    n = tf.cast(tf.shape(c)[-1], tf.float64)
+    total = tf.reduce_sum(c, axis=-1)
+    j = tf.range(1, tf.shape(c)[-1] + 1, dtype=tf.float64)
+    value = tf.reduce_sum((2.0 * j - n - 1.0) * c, axis=-1) / tf.maximum(n * total, 1e-300)
     return tf.where(total > 0, value, 0.0)
 
 
 def entropy(counts) -> tf.Tensor:
-    """Shannon entropy in bits of the distribution ``counts / sum(counts)``."""
-    c = tf.cast(tf.reshape(counts, [-1]), tf.float64)
-    p = c / tf.maximum(tf.reduce_sum(c), 1e-300)
-    return -tf.reduce_sum(tf.where(p > 0, p * tf.math.log(tf.where(p > 0, p, 1.0)) / math.log(2.0), 0.0))
+    """Shannon entropy in bits of the distribution ``counts / sum(counts)`` (last axis)."""
+    c = tf.cast(counts, tf.float64)
+    p = c / tf.maximum(tf.reduce_sum(c, axis=-1, keepdims=True), 1e-300)
+    return -tf.reduce_sum(tf.where(p > 0, p * tf.math.log(tf.where(p > 0, p, 1.0)) / math.log(2.0), 0.0), axis=-1)
 
 
 def coverage(counts) -> tf.Tensor:
-    c = tf.reshape(counts, [-1])
-    return tf.reduce_sum(tf.cast(c > 0, tf.float64)) / tf.cast(tf.size(c), tf.float64)
+    """Share of the catalog (last axis) with a non-zero count."""
+    return tf.reduce_mean(tf.cast(tf.cast(counts, tf.float64) > 0, tf.float64), axis=-1)
 
 
 def self_information(item_popularity: np.ndarray) -> np.ndarray:
@@ -167,19 +167,21 @@ class ItemDiversity(TopKMetric):
                 out.append(tf.constant(0.0))
         return tf.stack(out)
 
-    def result_fns(self):
-        fns = {}
+    def result_blocks(self):
+        ks = self.ks
         log_items = math.log2(self.num_items) if self.num_items > 1 else 1.0
-        for j, k in enumerate(self.ks):
-            fns[f"coverage_at_{k}"] = lambda j=j: tf.cast(coverage(self.counts[j]), tf.float32)
-            fns[f"gini_at_{k}"] = lambda j=j: tf.cast(gini(self.counts[j]), tf.float32)
-            fns[f"entropy_at_{k}"] = lambda j=j: tf.cast(entropy(self.counts[j]), tf.float32)
-            fns[f"entropy_norm_at_{k}"] = lambda j=j: tf.cast(entropy(self.counts[j]), tf.float32) / log_items
-            if self._info is not None:
-                fns[f"novelty_at_{k}"] = lambda j=j, k=k: self.novelty_sum[j] / (tf.maximum(self.queries, 1.0) * k)
-            if self._unit is not None and k > 1:
-                fns[f"ild_at_{k}"] = lambda j=j: self.ild_sum[j] / tf.maximum(self.queries, 1.0)
-        return fns
+        blocks = [(names_at("coverage", ks), lambda: tf.cast(coverage(self.counts), tf.float32)),
+                  (names_at("gini", ks), lambda: tf.cast(gini(self.counts), tf.float32)),
+                  (names_at("entropy", ks) + names_at("entropy_norm", ks),
+                   lambda: tf.cast(entropy(self.counts), tf.float32) * tf.constant([[1.0], [1.0 / log_items]]))]
+        if self._info is not None:
+            blocks.append((names_at("novelty", ks), lambda: self.novelty_sum / (
+                tf.maximum(self.queries, 1.0) * tf.constant(ks, tf.float32))))
+        if self._unit is not None:
+            multi = [j for j, k in enumerate(ks) if k > 1]  # ILD needs pairs
+            blocks.append((names_at("ild", [ks[j] for j in multi]),
+                           lambda: tf.gather(self.ild_sum, multi) / tf.maximum(self.queries, 1.0)))
+        return blocks
 
 
 class PopularityBias(TopKMetric):
@@ -252,16 +254,13 @@ class PopularityBias(TopKMetric):
 
     @staticmethod
     def _std_over_mean(p):
-        mean = tf.reduce_mean(p)
-        return tf.where(mean > 0, tf.math.reduce_std(p) / tf.maximum(mean, 1e-30), 0.0)
+        """Per row of [nk, 2]: population std over mean of the (head, tail) probabilities."""
+        mean = tf.reduce_mean(p, axis=-1)
+        return tf.where(mean > 0, tf.math.reduce_std(p, axis=-1) / tf.maximum(mean, 1e-30), 0.0)
 
-    def result_fns(self):
-        fns = {}
-        q = lambda: tf.maximum(self.queries, 1.0)  # noqa: E731
-        for j, k in enumerate(self.ks):
-            fns[f"arp_at_{k}"] = lambda j=j: self.arp_sum[j] / q()
-            fns[f"aplt_at_{k}"] = lambda j=j: self.aplt_sum[j] / q()
-            fns[f"pop_rsp_at_{k}"] = lambda j=j: self._std_over_mean(
-                self.recommended[j] / tf.maximum(self.available, 1.0))
-            fns[f"pop_reo_at_{k}"] = lambda j=j: self._std_over_mean(self.hits[j] / tf.maximum(self.relevant, 1.0))
-        return fns
+    def result_blocks(self):
+        ks = self.ks
+        return [(names_at("arp", ks) + names_at("aplt", ks),
+                 lambda: tf.stack([self.arp_sum, self.aplt_sum]) / tf.maximum(self.queries, 1.0)),
+                (names_at("pop_rsp", ks), lambda: self._std_over_mean(self.recommended / tf.maximum(self.available, 1.0))),
+                (names_at("pop_reo", ks), lambda: self._std_over_mean(self.hits / tf.maximum(self.relevant, 1.0)))]

@@ -21,7 +21,8 @@ from typing import Sequence
 import numpy as np
 
 from tfrs_diag._keras import tf
-from tfrs_diag.metrics._base import TopKMetric, bincount, check_vector, prefix_bincounts, relevant_item_counts
+from tfrs_diag.metrics._base import (TopKMetric, bincount, check_vector, names_at, prefix_bincounts,
+                                     relevant_item_counts)
 from tfrs_diag.metrics.diversity import gini
 from tfrs_diag.metrics.ranking import ACCURACY_NAMES, accuracy_terms, discounts
 
@@ -50,19 +51,21 @@ def lorenz_curve(values, points: int = 101) -> tuple[np.ndarray, np.ndarray]:
 def group_gaps(values, counts):
     """(max - min, min / max, UserMAD) over the groups with ``counts > 0``.
 
-    With fewer than two such groups every statistic is 0 (gap) or 1 (ratio).
+    ``values`` is [..., G] (groups on the last axis, e.g. [K, metric, G]), ``counts`` [G];
+    each statistic has the leading shape. With fewer than two such groups every
+    statistic is 0 (gap) or 1 (ratio).
     """
-    v = tf.cast(tf.reshape(values, [-1]), tf.float32)
+    v = tf.cast(values, tf.float32)
     present = tf.reshape(counts, [-1]) > 0
     n = tf.reduce_sum(tf.cast(present, tf.float32))
     big = tf.constant(3.0e38)
-    hi = tf.reduce_max(tf.where(present, v, -big))
-    lo = tf.reduce_min(tf.where(present, v, big))
+    hi = tf.reduce_max(tf.where(present, v, -big), axis=-1)
+    lo = tf.reduce_min(tf.where(present, v, big), axis=-1)
     enough = n >= 2
     gap = tf.where(enough, hi - lo, 0.0)
     ratio = tf.where(enough & (hi > 0), lo / tf.maximum(hi, 1e-30), 1.0)
     pair = tf.cast(present[:, None] & present[None, :], tf.float32)
-    mad_sum = tf.reduce_sum(tf.abs(v[:, None] - v[None, :]) * pair) / 2.0
+    mad_sum = tf.reduce_sum(tf.abs(v[..., :, None] - v[..., None, :]) * pair, axis=[-2, -1]) / 2.0
     mad = tf.where(enough, mad_sum / tf.maximum(n * (n - 1.0) / 2.0, 1.0), 0.0)
     return gap, ratio, mad
 
@@ -98,21 +101,17 @@ class UserGroupAccuracy(TopKMetric):
         self.sums.assign_add(tf.math.unsorted_segment_sum(terms.per_query, group, g))
         self.counts.assign_add(tf.math.unsorted_segment_sum(terms.valid, group, g))
 
-    def result(self):
-        out = {}
-        counts = self.counts
-        for gi, gname in enumerate(self.group_names):
-            out[f"count/{gname}"] = counts[gi]
-        for j, k in enumerate(self.ks):
-            for m, name in enumerate(ACCURACY_NAMES):
-                values = self.sums[:, j, m] / tf.maximum(counts, 1.0)
-                for gi, gname in enumerate(self.group_names):
-                    out[f"{name}_at_{k}/{gname}"] = values[gi]
-                gap, ratio, mad = group_gaps(values, counts)
-                out[f"{name}_at_{k}_gap"] = gap
-                out[f"{name}_at_{k}_ratio"] = ratio
-                out[f"{name}_at_{k}_user_mad"] = mad
-        return out
+    def result_blocks(self):
+        stems = [f"{name}_at_{k}" for k in self.ks for name in ACCURACY_NAMES]
+
+        def values():
+            per_group = tf.transpose(self.sums / tf.maximum(self.counts, 1.0)[:, None, None], [1, 2, 0])  # [nk, 4, G]
+            gaps = tf.stack(group_gaps(per_group, self.counts))  # [3, nk, 4]
+            return tf.concat([tf.reshape(per_group, [-1]), tf.reshape(gaps, [-1])], axis=0)
+
+        return [([f"count/{g}" for g in self.group_names], lambda: tf.identity(self.counts)),
+                ([f"{stem}/{g}" for stem in stems for g in self.group_names]
+                 + [f"{stem}_{stat}" for stat in ("gap", "ratio", "user_mad") for stem in stems], values)]
 
     def get_config(self):
         return {**super().get_config(), "group_names": list(self.group_names)}
@@ -154,23 +153,25 @@ class ItemExposure(TopKMetric):
             self.relevant.assign_add(bincount(self._groups, len(self.group_names),
                                               weights=relevant_item_counts(positives, self.num_items)))
 
-    def result(self):
-        out = {}
-        g = len(self.group_names)
-        rel_share = self.relevant / tf.maximum(tf.reduce_sum(self.relevant), 1e-30)
-        for gi, gname in enumerate(self.group_names):
-            out[f"relevant_share/{gname}"] = rel_share[gi]
-        for j, k in enumerate(self.ks):
-            exp = self.exposure[j]
-            out[f"exposure_gini_at_{k}"] = tf.cast(gini(exp), tf.float32)
-            share = tf.math.unsorted_segment_sum(exp, self._groups, g) / tf.maximum(tf.reduce_sum(exp), 1e-30)
-            disparity = tf.where(rel_share > 0, share / tf.maximum(rel_share, 1e-30), 0.0)
-            for gi, gname in enumerate(self.group_names):
-                out[f"exposure_share_at_{k}/{gname}"] = share[gi]
-                out[f"exposure_disparity_at_{k}/{gname}"] = disparity[gi]
-            gap, _, _ = group_gaps(disparity, self.relevant)
-            out[f"exposure_gap_at_{k}"] = gap
-        return out
+    def result_blocks(self):
+        ks, names = self.ks, self.group_names
+
+        def rel_share():
+            return self.relevant / tf.maximum(tf.reduce_sum(self.relevant), 1e-30)
+
+        def exposure_by_group():
+            per_group = tf.transpose(tf.math.unsorted_segment_sum(tf.transpose(self.exposure), self._groups, len(names)))
+            share = per_group / tf.maximum(tf.reduce_sum(self.exposure, axis=1, keepdims=True), 1e-30)  # [nk, G]
+            r = rel_share()
+            disparity = tf.where(r > 0, share / tf.maximum(r, 1e-30), 0.0)
+            gap = group_gaps(disparity, self.relevant)[0]
+            return tf.concat([tf.reshape(share, [-1]), tf.reshape(disparity, [-1]), gap], axis=0)
+
+        return [([f"relevant_share/{g}" for g in names], rel_share),
+                (names_at("exposure_gini", ks), lambda: tf.cast(gini(self.exposure), tf.float32)),
+                ([f"exposure_share_at_{k}/{g}" for k in ks for g in names]
+                 + [f"exposure_disparity_at_{k}/{g}" for k in ks for g in names] + names_at("exposure_gap", ks),
+                 exposure_by_group)]
 
     def lorenz(self, points: int = 101, exposure: np.ndarray | None = None) -> dict[int, dict[str, list[float]]]:
         """Per K, the Lorenz curve of per-item exposure: ``{k: {"x": [...], "y": [...]}}``.

@@ -123,12 +123,7 @@ class RankingAccuracy(TopKMetric):
         self.empty.assign_add(tf.cast(tf.shape(terms.valid)[0], tf.float32) - valid)
         self.missing.assign_add(tf.reduce_sum(terms.missing))
 
-    def result(self):
-        q = tf.maximum(self.queries, 1.0)
-        out = {}
-        for j, k in enumerate(self.ks):
-            for m, name in enumerate(ACCURACY_NAMES):
-                out[f"{name}_at_{k}"] = self.sums[j, m] / q
-        out["evaluated_queries"] = self.queries
-        out["missing_positives"] = self.missing
-        return out
+    def result_blocks(self):
+        return [([f"{name}_at_{k}" for k in self.ks for name in ACCURACY_NAMES],  # sums is [K, metric]
+                 lambda: self.sums / tf.maximum(self.queries, 1.0)),
+                (["evaluated_queries", "missing_positives"], lambda: tf.stack([self.queries, self.missing]))]
