@@ -24,6 +24,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -233,7 +234,7 @@ def make_ours(data, model, qk, ik, per_row: bool):
 # ---------------------------------------------------------------- driver
 
 
-def bench(name, data, model, qk, ik, repeats: int) -> list[dict]:
+def bench(name, data, model, qk, ik, repeats: int, min_seconds: float = 0.3) -> list[dict]:
     users = np.unique(data.test[qk])
     ours_users, evaluator = make_ours(data, model, qk, ik, per_row=False)
     ours_rows, _ = make_ours(data, model, qk, ik, per_row=True)
@@ -246,20 +247,27 @@ def bench(name, data, model, qk, ik, repeats: int) -> list[dict]:
         "export_numpy": make_export_numpy(data, model, qk, ik, evaluator),
     }
     C.log(f"{name}: warming up (tracing) {len(variants)} variants")
-    for v in variants.values():
+    calls = {}
+    for key, v in variants.items():
         v()
+        with C.Stopwatch() as sw:
+            v()
+        # Fast variants are timed over several calls per measurement (as timeit does):
+        # single calls of ~20 ms are at the mercy of the scheduler.
+        calls[key] = max(1, math.ceil(min_seconds / max(sw.wall, 1e-6)))
     times: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(repeats):
         for key in C.interleaved_order(list(variants), r):
             with C.Stopwatch() as sw:
-                variants[key]()
-            times[key].append(sw.wall)
+                for _ in range(calls[key]):
+                    variants[key]()
+            times[key].append(sw.wall / calls[key])
         C.log(f"{name}: repeat {r + 1}/{repeats} done")
     med = {k: C.median(v) for k, v in times.items()}
     rows = []
     for key in variants:
         queries = len(data.test[qk]) if key.endswith("rows") or key == "factorized_topk" else len(users)
-        rows.append({"workload": name, "variant": key, "queries": queries, "seconds": med[key],
+        rows.append({"workload": name, "variant": key, "queries": queries, "seconds": med[key], "calls": calls[key],
                      "spread": C.spread(times[key]),
                      "vs_factorized_topk": C.ratio(med[key], med["factorized_topk"]),
                      "vs_bare_same_queries": C.ratio(med[key], med["bare_rows" if queries == len(data.test[qk])
@@ -274,20 +282,24 @@ def main(argv=None) -> int:
                                                              str(C.REPO_ROOT.parent / "shared/data/movielens-100k")))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--num-items", type=int, default=100_000)
+    parser.add_argument("--min-seconds", type=float, default=0.3,
+                        help="time fast variants over enough calls to last this long per measurement")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     rows: list[dict] = []
     if args.workload in ("movielens", "all"):
         if (Path(args.data_dir) / "u.data").exists():
-            rows += bench("movielens100k", *movielens_workload(args.data_dir), repeats=args.repeats)
+            rows += bench("movielens100k", *movielens_workload(args.data_dir), repeats=args.repeats,
+                          min_seconds=args.min_seconds)
         else:
             C.log(f"skipping MovieLens: no u.data in {args.data_dir}")
     if args.workload in ("synthetic100k", "all"):
         rows += bench(f"synthetic{args.num_items // 1000}k", *synthetic_workload(args.num_items),
-                      repeats=args.repeats)
+                      repeats=args.repeats, min_seconds=args.min_seconds)
     print(C.format_table(
-        ["workload", "variant", "queries", "seconds (median)", "spread", "x FactorizedTopK", "x bare (same queries)"],
-        [[r["workload"], r["variant"], r["queries"], C.fmt(r["seconds"], 3), C.fmt(r["spread"], 2),
+        ["workload", "variant", "queries", "calls", "seconds (median)", "spread", "x FactorizedTopK",
+         "x bare (same queries)"],
+        [[r["workload"], r["variant"], r["queries"], r["calls"], C.fmt(r["seconds"], 4), C.fmt(r["spread"], 2),
           C.fmt(r["vs_factorized_topk"], 3), C.fmt(r["vs_bare_same_queries"], 2)] for r in rows]))
     if args.json:
         C.write_json(args.json, {"machine": C.machine_info(), "results": rows})
