@@ -91,6 +91,14 @@ def test_bad_arguments_exit_2_with_one_line(argv, named, capsys):
     assert err.count("\n") == 1 and "error:" in err and named in err
 
 
+@pytest.mark.parametrize("argv, named", [(["--epochs", "0"], "--epochs"), (["--embedding-dim", "-4"], "--embedding-dim"),
+                                         (["--seed", "-1"], "--seed")])
+def test_example_bad_arguments_exit_2_naming_the_option(argv, named, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.example_setup(argv + ["--logdir", str(tmp_path)], "an example", logdir="unused", embedding_dim=8)
+    assert exit_info.value.code == 2 and named in capsys.readouterr().err
+
+
 def test_demo_unwritable_logdir(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")

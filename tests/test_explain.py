@@ -373,6 +373,8 @@ def test_bad_input_names_the_feature(small_data):
         Shapley(tf.keras.Sequential([tf.keras.layers.Dense(1)]), background)
     with pytest.raises(ValueError, match="two groups"):
         Shapley(model, background, groups={"a": ["user_id"], "b": ["user_id"]})
+    with pytest.raises(KeyError, match=r"label_key: \['movie_title'\] not among"):
+        Shapley(model, background, label_key=("user_id", "movie_title")).attribute(_take(small_data.test, 0, 2))
 
 
 def test_chunked_evaluation_matches_one_call(small_data):

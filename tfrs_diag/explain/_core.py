@@ -37,8 +37,12 @@ def _example_labels(examples: Mapping[str, Any], n: int, label_key: str | Sequen
     def text(v):
         return v.decode() if isinstance(v, bytes) else str(v)
 
-    cols = [np.asarray(examples[k]).reshape(-1) for k in keys if k in examples]
-    return [" ".join(text(c[i]) for c in cols) for i in range(n)] if cols else None
+    unknown = [k for k in keys if k not in examples]
+    if unknown:
+        raise KeyError(f"label_key: {unknown} not among the examples' features {sorted(examples)}; "
+                       "name features the examples carry, or pass label_key=None")
+    cols = [np.asarray(examples[k]).reshape(-1) for k in keys]
+    return [" ".join(text(c[i]) for c in cols) for i in range(n)]
 
 
 class Explainer:
@@ -116,6 +120,7 @@ class Explainer:
         return rows, outputs, _example_labels(examples, n, self.label_key, labels)
 
     def outputs(self, rows: np.ndarray) -> np.ndarray:
+        """The model's score of each ``[n, D]`` embedding row, float64 ``[n]``, in chunks of ``max_batch_rows``."""
         out = []
         step = max(1, self.max_batch_rows)
         for lo in range(0, rows.shape[0], step):

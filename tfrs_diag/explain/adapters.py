@@ -281,9 +281,11 @@ class RetrievalAdapter:
         return {**self.query.embed(features), **self.candidate.embed(features)}
 
     def query_vectors(self, embeddings):
+        """The query tower's output vectors from the embeddings of the query features."""
         return self.query.head({n: embeddings[n] for n in self.query_features})
 
     def candidate_vectors(self, embeddings):
+        """The candidate tower's output vectors from the embeddings of the candidate features."""
         return self.candidate.head({n: embeddings[n] for n in self.candidate_features})
 
     def head(self, embeddings):
@@ -380,6 +382,7 @@ class EmbeddingSpace:
 
     @property
     def dim(self) -> int:
+        """Width D of the concatenated embedding row."""
         return int(self.col_group.shape[0])
 
     def embed(self, features: Mapping[str, Any], argument: str = "examples", batch_size: int = 8192) -> np.ndarray:
@@ -396,6 +399,7 @@ class EmbeddingSpace:
         return np.concatenate(parts, axis=0)
 
     def split(self, flat: tf.Tensor) -> dict[str, tf.Tensor]:
+        """``[n, D]`` concatenated rows back into ``{feature: [n, d_feature]}``."""
         return {f: flat[:, a:b] for f, (a, b) in self.slices.items()}
 
     def head(self, flat: tf.Tensor) -> tf.Tensor:
@@ -426,6 +430,7 @@ class EmbeddingSpace:
         return row[None, :].astype(np.float32)
 
     def linear_head(self):
+        """The adapter's ``linear_head()`` (a leading Dense layer of the scorer), or None."""
         fn: Callable | None = getattr(self.adapter, "linear_head", None)
         return fn() if fn is not None else None
 
@@ -448,12 +453,15 @@ class FeatureCodec:
         self.tables = {f: np.unique(np.concatenate([np.asarray(fr[f]) for fr in frames])) for f in self.feature_names}
 
     def encode(self, frame: Mapping[str, Any]) -> np.ndarray:
+        """Feature dict -> float64 ``[n, features]`` code matrix (each value's index in its table)."""
         return np.stack([np.searchsorted(self.tables[f], np.asarray(frame[f])) for f in self.feature_names],
                         axis=1).astype(np.float64)
 
     def decode(self, codes: np.ndarray) -> dict[str, np.ndarray]:
+        """Code matrix -> the model's feature dict (the inverse of `encode`)."""
         codes = np.asarray(codes).astype(np.int64)
         return {f: self.tables[f][codes[:, j]] for j, f in enumerate(self.feature_names)}
 
     def predict(self, codes: np.ndarray) -> np.ndarray:
+        """The model's outputs for a code matrix, float64 ``[n]`` (what KernelExplainer calls)."""
         return np.asarray(self.model.predict_on_batch(self.decode(codes))).reshape(-1).astype(np.float64)
