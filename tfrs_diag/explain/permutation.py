@@ -94,18 +94,20 @@ class PermutationImportance(Explainer):
         scores = self.outputs(rows)
         return rmse(scores, labels) if self.metric == "rmse" else auc(scores, labels)
 
-    def _recall(self, rows: np.ndarray, catalog: np.ndarray, positives: np.ndarray) -> float:
-        space = self.space
-        q = self.adapter.query_vectors(space.split(tf.constant(rows)))
-        c = self.adapter.candidate_vectors(space.split(tf.constant(catalog)))
-        pos = tf.gather(c, positives)
-        pos_score = tf.reduce_sum(q * pos, axis=1, keepdims=True)
-        hits = 0
-        for lo in range(0, rows.shape[0], 1024):
+    def _query_vectors(self, rows: np.ndarray) -> tf.Tensor:
+        return self.adapter.query_vectors(self.space.split(tf.constant(rows)))
+
+    def _candidate_vectors(self, catalog: np.ndarray) -> tf.Tensor:
+        return self.adapter.candidate_vectors(self.space.split(tf.constant(catalog)))
+
+    def _recall(self, q: tf.Tensor, c: tf.Tensor, positives: np.ndarray) -> float:
+        pos_score = tf.reduce_sum(q * tf.gather(c, positives), axis=1, keepdims=True)
+        hits = tf.constant(0, tf.int32)
+        for lo in range(0, int(q.shape[0]), 1024):
             scores = tf.matmul(q[lo:lo + 1024], c, transpose_b=True)
             above = tf.reduce_sum(tf.cast(scores > pos_score[lo:lo + 1024], tf.int32), axis=1)
-            hits += int(tf.reduce_sum(tf.cast(above < self.k, tf.int32)))
-        return hits / rows.shape[0]
+            hits += tf.reduce_sum(tf.cast(above < self.k, tf.int32))
+        return int(hits) / int(q.shape[0])  # one host read per evaluation
 
     def _catalog(self, examples, rows):
         """Catalog rows in the flat layout (query columns copied from row 0, unused) and positives."""
@@ -138,18 +140,19 @@ class PermutationImportance(Explainer):
             if self.target not in examples:
                 raise ValueError(f"examples has no target column {self.target!r}; pass target=<label key>")
             y = np.asarray(examples[self.target], dtype=np.float64).reshape(-1)
-            score = lambda r: self._ranking_metric(r, y)  # noqa: E731
+            base = self._ranking_metric(rows, y)
             sign = 1.0 if self.metric == "rmse" else -1.0
             query_cols = np.ones(rows.shape[1], bool)
         else:
             catalog, positives = self._catalog(examples, rows)
-            score = lambda r, c=catalog: self._recall(r, c, positives)  # noqa: E731
+            # A group lives on one side: the other side's vectors are the unshuffled ones.
+            base_q, base_c = self._query_vectors(rows), self._candidate_vectors(catalog)
+            base = self._recall(base_q, base_c, positives)
             sign = -1.0
             query_cols = np.zeros(rows.shape[1], bool)
             for f in self.adapter.query_features:
                 a, b = self.space.slices[f]
                 query_cols[a:b] = True
-        base = score(rows)
         drops = np.zeros((self.repeats, g))
         for j in range(g):
             cols = np.flatnonzero(self.space.col_group == j)
@@ -158,12 +161,18 @@ class PermutationImportance(Explainer):
                 qc = cols[query_cols[cols]]
                 shuffled[:, qc] = rows[rng.permutation(n)][:, qc]
                 if self.k is None:
-                    value = score(shuffled)
+                    value = self._ranking_metric(shuffled, y)
                 else:  # candidate-side features are shuffled across the catalog
                     cc = cols[~query_cols[cols]]
-                    cat = catalog.copy()
-                    cat[:, cc] = catalog[rng.permutation(catalog.shape[0])][:, cc]
-                    value = self._recall(shuffled, cat, positives)
+                    order = rng.permutation(catalog.shape[0])
+                    q = self._query_vectors(shuffled) if qc.size else base_q
+                    if cc.size:
+                        cat = catalog.copy()
+                        cat[:, cc] = catalog[order][:, cc]
+                        c = self._candidate_vectors(cat)
+                    else:
+                        c = base_c
+                    value = self._recall(q, c, positives)
                 drops[r, j] = sign * (value - base)
         std = drops.std(axis=0, ddof=1) if self.repeats > 1 else np.zeros(g)
         return Attribution(self.method, drops.mean(axis=0)[None], base, [base], self.group_names,
