@@ -127,13 +127,14 @@ def _fit(model, train_ds, log_dir: str, *, epochs: int, every_n_steps: int, hist
     """Fits ``model`` with `GradientStatistics`, ``extra_callbacks`` and Keras' loss curves."""
     from tfrs_diag import summary
     from tfrs_diag._keras import tf
-    from tfrs_diag.callbacks import GradientStatistics
+    from tfrs_diag.callbacks import BeyondAccuracy, GradientStatistics, OverfittingMonitor
 
     gradients = GradientStatistics(log_dir, every_n_steps=every_n_steps,
                                    histogram_every_n_steps=histogram_every_n_steps, verbose=verbose)
-    for callback in extra_callbacks:  # an OverfittingMonitor reads the vanishing-gradient alerts
-        if hasattr(callback, "gradient_statistics") and callback.gradient_statistics is None:
-            callback.gradient_statistics = gradients
+    beyond = next((c for c in extra_callbacks if isinstance(c, BeyondAccuracy)), None)
+    monitor = next((c for c in extra_callbacks if isinstance(c, OverfittingMonitor)), None)
+    if monitor is not None and monitor.gradient_statistics is None:  # it reads the vanishing-gradient alerts
+        monitor.gradient_statistics = gradients
     # The stock callback adds the loss curves beside the gradients (no histograms: those
     # crash on StringLookup's string weights).
     losses = tf.keras.callbacks.TensorBoard(log_dir, histogram_freq=0, write_graph=False, update_freq="epoch")
@@ -145,8 +146,6 @@ def _fit(model, train_ds, log_dir: str, *, epochs: int, every_n_steps: int, hist
     summary.close_writer(log_dir)
     summary.close_writer(log_dir, "validation")
     steps = gradients.last_stats["step"] if gradients.last_stats else 0
-    beyond = next((c for c in extra_callbacks if hasattr(c, "evaluator")), None)
-    monitor = next((c for c in extra_callbacks if hasattr(c, "readings")), None)
     return TrainResult(model, history.history, gradients, log_dir, steps, seconds, beyond, monitor)
 
 
