@@ -444,7 +444,7 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         for key in (self.monitor, train_key):
             if key is None:
                 continue
-            series = [e[key] for e in self.epoch_logs if key in e and math.isfinite(e[key])][-self.window:]
+            series = self._recent(key)
             if len(series) < 3:
                 continue
             t = T.trend(series)
@@ -481,6 +481,10 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         else:
             self.alert_log.clear("overfitting", self.monitor, self._step, epoch)
 
+    def _recent(self, key: str) -> list[float]:
+        """The last ``window`` finite epoch values of ``key``."""
+        return [e[key] for e in self.epoch_logs if key in e and math.isfinite(e[key])][-self.window:]
+
     def _still_improving(self, values: dict[str, float]) -> list[str]:
         """Validation accuracy metrics (recall, NDCG, top-K accuracy, ...; not per-group
         breakdowns) that improve significantly over the same window; at most three."""
@@ -489,7 +493,7 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
             if (not key.startswith("val_") or key == self.monitor or "/" in key
                     or not any(h in key.lower() for h in _ACCURACY_HINTS)):
                 continue
-            series = [e[key] for e in self.epoch_logs if key in e and math.isfinite(e[key])][-self.window:]
+            series = self._recent(key)
             if len(series) < self.window:
                 continue
             t = T.trend(series)
@@ -663,19 +667,12 @@ def _all_layers(model) -> list:
 
 def _state_variables(model) -> list:
     """Variables a probe evaluation may change: metric state."""
+    metrics = [m for m in [model, *model.submodules] if isinstance(m, tf.keras.metrics.Metric)] + list(model.metrics)
     out, seen = [], set()
-    for m in [model, *model.submodules]:
-        if not isinstance(m, tf.keras.metrics.Metric):
-            continue
-        for v in m.variables:
-            if id(v) not in seen and v.dtype != tf.string:
-                seen.add(id(v))
-                out.append(v)
-    for metric in model.metrics:
-        for v in metric.variables:
-            if id(v) not in seen:
-                seen.add(id(v))
-                out.append(v)
+    for v in (v for m in metrics for v in m.variables):
+        if id(v) not in seen and v.dtype != tf.string:
+            seen.add(id(v))
+            out.append(v)
     return out
 
 
