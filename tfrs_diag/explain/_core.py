@@ -85,7 +85,7 @@ class Explainer:
         self.max_batch_rows = max_batch_rows
         self._background = background
         self._baseline_rows: np.ndarray | None = None
-        # Validates the background early and fixes the layout; kept for the first baseline_rows().
+        # Validates the background early and fixes the layout; handed to the first baseline_rows().
         self._background_rows = self.space.embed(background, argument="background") if background is not None else None
         self._fns: dict[str, Any] = {}
 
@@ -100,12 +100,8 @@ class Explainer:
     def baseline_rows(self) -> np.ndarray:
         """``[m, D]`` baseline rows (embedded once, then reused; call `refresh` after training)."""
         if self._baseline_rows is None:
-            if self.baseline in ("background", "frequency") and self._background_rows is not None:
-                rows = self._background_rows
-                self._baseline_rows = rows if self.baseline == "background" else rows.mean(axis=0, keepdims=True)
-            else:
-                self._baseline_rows = self.space.baseline_rows(self.baseline, self._background)
-            self._baseline_rows = self._baseline_rows.astype(np.float32)
+            rows = self.space.baseline_rows(self.baseline, self._background, self._background_rows)
+            self._baseline_rows, self._background_rows = rows.astype(np.float32), None
         return self._baseline_rows
 
     def refresh(self) -> None:

@@ -410,22 +410,25 @@ class EmbeddingSpace:
             y = y[:, 0]
         return y
 
-    def baseline_rows(self, kind: str, background: Mapping[str, Any] | None) -> np.ndarray:
+    def baseline_rows(self, kind: str, background: Mapping[str, Any] | None,
+                      background_rows: np.ndarray | None = None) -> np.ndarray:
         """``[m, D]`` baseline rows in embedding space for ``kind`` in `BASELINES`.
 
         ``"background"``: the background rows themselves (values are averaged over them);
         ``"frequency"``: their mean (the frequency-weighted mean of each table's rows, with
         the background's id frequencies); ``"mean"``: the unweighted mean of each table's
-        rows; ``"oov"``: each table's out-of-vocabulary row.
+        rows; ``"oov"``: each table's out-of-vocabulary row. ``background_rows``: the
+        background already embedded (`embed`), to skip embedding it again.
         """
         if kind not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, got {kind!r}")
         if kind in ("background", "frequency"):
-            if background is None:
-                raise ValueError(f"baseline={kind!r} needs background rows: pass background=<feature dict>, "
-                                 "or use baseline='mean' or 'oov'")
-            rows = self.embed(background, argument="background")
-            return rows if kind == "background" else rows.mean(axis=0, keepdims=True)
+            if background_rows is None:
+                if background is None:
+                    raise ValueError(f"baseline={kind!r} needs background rows: pass background=<feature dict>, "
+                                     "or use baseline='mean' or 'oov'")
+                background_rows = self.embed(background, argument="background")
+            return background_rows if kind == "background" else background_rows.mean(axis=0, keepdims=True)
         row = np.concatenate([embedding_baseline(self.adapter, f, kind) for f in self.adapter.feature_names])
         return row[None, :].astype(np.float32)
 
