@@ -157,10 +157,9 @@ class ItemDiversity(TopKMetric):
         # term needs the lists' embedding sums, the second is linear in the counts.
         row_sq = tf.linalg.matvec(counts, self._unit_sq)  # [nk]
         out, running = [], None
-        for j, (lo, hi) in enumerate(k_segments(self.ks)):
-            part = tf.reduce_sum(tf.gather(self._unit, top[:, lo:hi]), axis=1)  # [B, d]
+        for j, (lo, k) in enumerate(k_segments(self.ks)):
+            part = tf.reduce_sum(tf.gather(self._unit, top[:, lo:k]), axis=1)  # [B, d]
             running = part if running is None else running + part
-            k = hi
             if k > 1:
                 out.append(b - (tf.reduce_sum(tf.square(running)) - row_sq[j]) / (k * (k - 1)))
             else:
