@@ -118,7 +118,7 @@ def _searchable_positives(positives, in_order: bool):
 
 
 def bincount(ids: tf.Tensor, size: int, weights: tf.Tensor | None = None) -> tf.Tensor:
-    """[size] float32 (weighted) counts of ``ids``; ids outside 0..size-1 are dropped.
+    """[size] float32 (weighted) counts of non-negative ``ids``; ids >= size are dropped.
 
     The raw op with a static size: `tf.math.bincount` adds a max-reduction over ``ids`` to
     size its output, and `unsorted_segment_sum` costs several times more on CPU. XLA
