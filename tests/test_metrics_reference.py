@@ -455,6 +455,9 @@ def test_bad_argument_lengths_raise_naming_the_argument():
         ItemExposure(num_items=5, ks=(2,), item_groups=[0, 1], group_names=("a", "b"))
     with pytest.raises(ValueError, match="item_embeddings"):
         ItemDiversity(num_items=5, ks=(2,), item_embeddings=np.ones((4, 3)))
+    for family in (ItemDiversity(num_items=5, ks=(2,)), ItemExposure(num_items=5, ks=(2,))):
+        with pytest.raises(ValueError, match="top_indices holds negative entries"):
+            family.update_state(tf.constant([[0, -1]]), tf.constant([[0]]))
 
 
 # A zero row (padding / OOV item) has cosine 0 with everything: the O(Kd) identity must

@@ -188,6 +188,10 @@ class TopKMetric(tf.keras.metrics.Metric):
             raise ValueError(f"top_indices must be [batch, k], got shape {top.shape}")
         if top.shape[1] is not None and top.shape[1] < max(self.ks):
             raise ValueError(f"top_indices has {top.shape[1]} columns; this metric needs max(ks)={max(self.ks)}")
+        # Checked when eager only: in a traced step the check would cost a reduction per batch.
+        if tf.executing_eagerly() and tf.size(top) > 0 and int(tf.reduce_min(top)) < 0:
+            raise ValueError("top_indices holds negative entries; pass candidate indices 0..num_items-1 "
+                             "(pad short lists with real items, or lower k)")
         return top
 
     def result_blocks(self) -> list[tuple[list[str], Callable[[], tf.Tensor]]]:
