@@ -363,8 +363,10 @@ class _ResultReader:
         return tf.concat(vectors, axis=0), exposure
 
     def placeholder(self):
-        vector, exposure = self.compute()  # traced only for the shapes; this branch never runs it
-        return tf.zeros_like(vector), tf.zeros_like(exposure)
+        """What the other batches return: zeros shaped like `compute`'s output, computing nothing."""
+        size = sum(len(names) for m in self.metrics.values() for names, _ in m.result_blocks())
+        exposure = self._exposure.exposure.shape if self._exposure is not None else [0, 0]
+        return tf.zeros([size], tf.float64), tf.zeros(exposure, tf.float32)
 
     def read(self, vector, exposure):
         """``({family: {name: value}}, exposure array or None)`` on the host."""
