@@ -21,7 +21,6 @@ out of the denominators and counted (``missing_positives``) instead.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -33,9 +32,14 @@ from tfrs_diag.metrics.topk import MISSING
 ACCURACY_NAMES = ("recall", "ndcg", "mrr", "hit_rate")
 
 
+def discount_values(k: int) -> np.ndarray:
+    """1/log2(r+1) for r = 1..k, float64 (for constants built on the host)."""
+    return 1.0 / np.log2(np.arange(2, k + 2))
+
+
 def discounts(k: int) -> tf.Tensor:
     """1/log2(r+1) for r = 1..k."""
-    return tf.constant([1.0 / math.log2(r + 1) for r in range(1, k + 1)], tf.float32)
+    return tf.constant(discount_values(k), tf.float32)
 
 
 def hit_matrix(top_indices: tf.Tensor, positives: tf.Tensor) -> tf.Tensor:
@@ -69,7 +73,6 @@ def accuracy_terms(top_indices: tf.Tensor, positives: tf.Tensor, ks: Sequence[in
 
 @LastCall
 def _accuracy_terms(top_indices, positives, ks) -> AccuracyTerms:
-    # Every K at once: hit counts and DCG summed over disjoint rank ranges, then prefixed.
     sorted_pos = searchable_positives(positives)
     b = tf.shape(sorted_pos)[0]
     # Valid positives come first in each searchable row: their count is where int32 max starts.
@@ -77,11 +80,11 @@ def _accuracy_terms(top_indices, positives, ks) -> AccuracyTerms:
     missing = tf.reduce_sum(tf.cast(tf.equal(positives, MISSING), tf.float32), axis=1)
     hits = _hit_matrix(top_indices, positives)
     nk = len(ks)
-    disc = [1.0 / math.log2(r + 2) for r in range(max(ks))]
+    disc = discount_values(max(ks))
     # Hit counts and DCG at every K in one matmul: [B, K] @ [K, 2 nk].
     sums = tf.matmul(hits, tf.concat([prefix_matrix(ks), prefix_matrix(ks, disc)], axis=1))
     n_hits, dcg = sums[:, :nk], sums[:, nk:]
-    ideal = tf.constant(np.cumsum(1.0 / np.log2(np.arange(2, max(ks) + 2))), tf.float32)  # IDCG of 1..K relevant
+    ideal = tf.constant(np.cumsum(disc), tf.float32)  # IDCG of 1..K relevant
     ks_f = tf.constant(ks, tf.float32)[None, :]
     idcg = tf.gather(ideal, tf.cast(tf.minimum(tf.maximum(num_relevant, 1.0)[:, None], ks_f), tf.int32) - 1)
     any_hit = n_hits > 0
