@@ -73,7 +73,8 @@ def variable_names(model) -> dict[int, tuple[str, str]]:
             return
         seen.add(id(layer))
         for v in getattr(layer, "_trainable_weights", []) + getattr(layer, "_non_trainable_weights", []):
-            if id(v) not in names:
+            # Adapted lookups also track helper objects (VocabWeightHandler) here.
+            if id(v) not in names and isinstance(getattr(v, "name", None), str):
                 short = v.name.split(":")[0].split("/")[-1]
                 names[id(v)] = (f"{prefix}/{short}" if prefix else short, prefix or short)
         children = []
@@ -190,6 +191,9 @@ class GradientCapture:
         self.num_replicas = 1
         self._model = None
         self._optimizer = None
+        self._make_train_function = None
+        #: Called when a new fit finds the capture still attached (the last fit raised).
+        self.on_abandoned = None
         self._tls = threading.local()
         self._read_fn = None
         self._xla = False
@@ -224,7 +228,18 @@ class GradientCapture:
         self._xla = bool(getattr(model, "_jit_compile", False)) or "TPU" in type(model.distribute_strategy).__name__
         original_apply = optimizer.apply_gradients
         original_train_step = model.train_step
+        self._make_train_function = model.make_train_function
         capture = self
+
+        def make_train_function(*args, **kwargs):
+            # Still attached when the next fit starts: the last fit raised before its
+            # on_train_end. Detach first, so that fit trains the model as it is.
+            hook = capture.on_abandoned
+            capture.detach()
+            if hook is not None:
+                hook()
+            model.train_function = None
+            return model.make_train_function(*args, **kwargs)
 
         def apply_gradients(grads_and_vars, *args, **kwargs):
             return capture._apply(original_apply, grads_and_vars, args, kwargs)
@@ -245,15 +260,21 @@ class GradientCapture:
         object.__setattr__(optimizer, "apply_gradients", apply_gradients)
         object.__setattr__(optimizer, "_tfrs_diag_capture", self)
         object.__setattr__(model, "train_step", train_step)
+        object.__setattr__(model, "make_train_function", make_train_function)
+
+    def make_train_function(self, force: bool = True):
+        """The model's own ``make_train_function``: traces a step that includes the capture."""
+        return self._make_train_function(force=force)
 
     def detach(self) -> None:
         """Restores the wrapped methods; the statistics variables stay readable."""
         if self._model is None:
             return
         for obj, attr in ((self._optimizer, "apply_gradients"), (self._optimizer, "_tfrs_diag_capture"),
-                          (self._model, "train_step")):
+                          (self._model, "train_step"), (self._model, "make_train_function")):
             obj.__dict__.pop(attr, None)
         self._model = self._optimizer = None
+        self._make_train_function = None
 
     # ------------------------------------------------------------ in-graph
 

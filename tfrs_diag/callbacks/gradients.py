@@ -9,6 +9,7 @@ import numpy as np
 
 from tfrs_diag import summary as S
 from tfrs_diag._keras import tf
+from tfrs_diag._model_checks import check_xla_compatible
 from tfrs_diag.capture import EMBEDDING_COLUMNS, SNAPSHOT_COLUMNS, GradientCapture
 from tfrs_diag.stats.gradients import ROW_NORM_LOG10_EDGES
 
@@ -119,6 +120,7 @@ class GradientStatistics(tf.keras.callbacks.Callback):
         if getattr(model, "optimizer", None) is None:
             raise RuntimeError(
                 "GradientStatistics needs a compiled model: call model.compile(optimizer=...) before fit().")
+        check_xla_compatible(model, "GradientStatistics")
         spe = _steps_per_execution(model)
         if spe > self.every_n_steps:
             raise ValueError(
@@ -126,15 +128,14 @@ class GradientStatistics(tf.keras.callbacks.Callback):
                 "read between executions, so some would be overwritten unread. Use every_n_steps >= "
                 "steps_per_execution (a multiple of it keeps the cadence exact).")
         self.capture.attach(model)
+        self.capture.on_abandoned = self._finish
         # fit() made its train function before on_train_begin; make it again so the
         # traced step includes the capture, or reuse the one traced for the last fit
         # with this callback when nothing it depends on has changed (tracing ~1 s).
         key = self._train_function_key(model)
-        if self._traced is not None and self._traced[0] == key:
-            model.train_function = self._traced[1]
-        else:
-            model.train_function = model.make_train_function(force=True)
-            self._traced = (key, model.train_function)
+        if self._traced is None or self._traced[0] != key:
+            self._traced = (key, self._guarded(self.capture.make_train_function(force=True)))
+        model.train_function = self._traced[1]
         self._steps_before_fit = self.capture.read()["step"] if self.capture.state is not None else 0
         self._epoch_base = self._seen = 0
         self._next_read = self._steps_before_fit + self.every_n_steps
@@ -162,6 +163,20 @@ class GradientStatistics(tf.keras.callbacks.Callback):
 
     # ------------------------------------------------------------ host work
 
+    def _guarded(self, train_function):
+        """``train_function`` that unpatches the model when a step raises (fit then ends early)."""
+
+        def guarded(*args, **kwargs):
+            try:
+                return train_function(*args, **kwargs)
+            except (tf.errors.OutOfRangeError, StopIteration):
+                raise  # the end of an epoch of unknown length: fit goes on
+            except BaseException:
+                self._finish()
+                raise
+
+        return guarded
+
     @staticmethod
     def _train_function_key(model):
         try:
@@ -172,6 +187,7 @@ class GradientStatistics(tf.keras.callbacks.Callback):
                 bool(getattr(model, "_jit_compile", False)), variables)
 
     def _finish(self):
+        self.capture.on_abandoned = None
         S.writer_for(self.log_dir, self.run).flush()
         self.capture.detach()
         if self.model is not None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from tfrs_diag import summary as S
 from tfrs_diag._keras import tf
+from tfrs_diag._model_checks import check_xla_compatible
 from tfrs_diag.layers.embedding_probe import EmbeddingProbe, counting_paused
 from tfrs_diag.stats import embeddings as E
 from tfrs_diag.stats import trends as T
@@ -199,6 +200,7 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         model = self.model
+        check_xla_compatible(model, "OverfittingMonitor")
         self._is_tfrs = _is_tfrs_model(model)
         if not self._is_tfrs and getattr(model, "compiled_loss", None) is None:
             raise RuntimeError("OverfittingMonitor needs a compiled model: call model.compile(loss=...) before fit().")
@@ -265,13 +267,15 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         model, is_tfrs = self.model, self._is_tfrs
 
         def loss_of(example):
+            # A copy of every dict: the tutorials' compute_loss pops the label from it.
+            example = _copy_structure(example)
             if is_tfrs:
                 return tf.cast(model.compute_loss(example, training=False), tf.float32)
             x, y, sw = tf.keras.utils.unpack_x_y_sample_weight(example)
             y_pred = model(x, training=False)
             return tf.cast(model.compiled_loss(y, y_pred, sw), tf.float32)
 
-        def probe(examples):
+        def probe_in_replica(examples):
             # Evaluating the probes must leave no trace: metric state is saved before and
             # put back after, in the same traced call (usage counts are paused).
             keep = _state_variables(model)
@@ -282,6 +286,17 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
                 restores = [v.assign(s) for v, s in zip(keep, saved)]
             with tf.control_dependencies(restores):
                 return tf.stack(losses)
+
+        strategy = getattr(model, "_distribution_strategy", None)
+        if strategy is None:
+            return tf.function(probe_in_replica)
+
+        def probe(examples):
+            # As Keras' evaluate does under a strategy: model code (and the metric updates
+            # of compute_loss) runs in replica context. Every replica sees the whole probe,
+            # so every replica's loss is the one-device loss; the first is read.
+            per_replica = strategy.run(probe_in_replica, args=(examples,))
+            return strategy.experimental_local_results(per_replica)[0]
 
         return tf.function(probe)
 
@@ -694,14 +709,31 @@ def _head(example, n: int):
     return tf.nest.map_structure(lambda t: t[:n], example)
 
 
+def _copy_structure(x):
+    """The same tensors in new dicts, lists and tuples."""
+    return tf.nest.map_structure(lambda t: t, x)
+
+
+def _is_batched(element_spec) -> bool:
+    """Whether a dataset's elements are batches: every component has a leading axis, of one size.
+
+    Static sizes count too: ``batch(n, drop_remainder=True)`` (what TPUs need) gives
+    ``[n, ...]`` shapes, not ``[None, ...]``. A scalar component means one example per
+    element. Unbatched elements whose every component is a vector of one length look
+    like batches; such data should be passed batched.
+    """
+    shapes = [s.shape for s in tf.nest.flatten(element_spec) if hasattr(s, "shape")]
+    if not shapes or any(sh.rank is None or sh.rank == 0 for sh in shapes):
+        return False
+    return len({sh[0] for sh in shapes} - {None}) <= 1
+
+
 def _take_examples(data, size: int, argument: str):
     """The first ``size`` examples of ``data`` as a structure of tensors (one batch)."""
     if data is None:
         return None
     if isinstance(data, tf.data.Dataset):
-        leaves = tf.nest.flatten(data.element_spec)
-        batched = all(s.shape.rank and s.shape[0] is None for s in leaves if hasattr(s, "shape"))
-        ds = data.unbatch() if batched else data
+        ds = data.unbatch() if _is_batched(data.element_spec) else data
         example = next(iter(ds.take(size).batch(size)), None)
     else:
         if isinstance(data, list):
