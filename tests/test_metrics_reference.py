@@ -49,8 +49,20 @@ def _assert_close(got: dict, want: dict, rtol: float, atol: float):
         np.testing.assert_allclose(got[key], want[key], rtol=rtol, atol=atol, err_msg=key)
 
 
+# Results that are undefined (NaN) when nothing was measured (docs/metrics.md, "Undefined
+# cases"); `tfrs_diag.evaluate` leaves them out. Everything else is always finite.
+UNDEFINABLE = ("pop_rsp_at_", "pop_reo_at_", "exposure_disparity_at_", "exposure_gap_at_")
+UNDEFINABLE_SUFFIXES = ("_gap", "_ratio", "_user_mad")
+
+
+def _undefinable(key: str) -> bool:
+    return key.startswith(UNDEFINABLE) or key.endswith(UNDEFINABLE_SUFFIXES)
+
+
 def _assert_no_nan(result):
-    bad = {k: v for k, v in _values(result).items() if not np.isfinite(v)}
+    """Every result is finite, except the undefinable ones, which are finite or NaN (never inf)."""
+    values = _values(result)
+    bad = {k: v for k, v in values.items() if not np.isfinite(v) and not (_undefinable(k) and np.isnan(v))}
     assert not bad, bad
 
 
@@ -165,7 +177,7 @@ def test_item_exposure_hand_case():
     # Exp = [1 + 1 + d, d, d, 1] = [2.6309298, 0.6309298, 0.6309298, 1], sum = 3 + 3d = 4.8927893
     # shares: a = (2 + 2d)/(3 + 3d) = 2/3, b = d/(3 + 3d) = 0.1289509, c = 1/(3 + 3d) = 0.2043824
     # relevant: q0 {2} -> b, q1 {1} -> a, q2 only missing -> R = (1/2, 1/2, 0)
-    # disparity: a = (2/3)/(1/2) = 4/3, b = 2d/(3 + 3d) = 0.2579019, c = 0 (no relevant item)
+    # disparity: a = (2/3)/(1/2) = 4/3, b = 2d/(3 + 3d) = 0.2579019, c undefined (no relevant item): NaN
     # gap over groups with relevant items (a, b only): 4/3 - 0.2579019 = 1.0754315
     # Gini of Exp sorted [d, d, 1, 2 + d], weights [-3,-1,1,3]: (-4d + 1 + 6 + 3d) / (4 (3 + 3d))
     #   = (7 - d) / (12 + 12d) = 6.3690702 / 19.5711570 = 0.3254315
@@ -177,11 +189,11 @@ def test_item_exposure_hand_case():
         "exposure_share_at_2/a": 2 / 3, "exposure_share_at_2/b": d / (3 + 3 * d),
         "exposure_share_at_2/c": 1 / (3 + 3 * d),
         "exposure_disparity_at_2/a": 4 / 3, "exposure_disparity_at_2/b": 2 * d / (3 + 3 * d),
-        "exposure_disparity_at_2/c": 0.0,
         "exposure_gap_at_2": 4 / 3 - 2 * d / (3 + 3 * d),
         "exposure_gini_at_2": (7 - d) / (12 + 12 * d),
     })
     assert _values(m.result())["exposure_gini_at_2"] == pytest.approx(0.3254315, abs=1e-6)
+    assert np.isnan(_values(m.result())["exposure_disparity_at_2/c"])
 
 
 def test_user_group_accuracy_hand_case():
@@ -384,12 +396,12 @@ def test_empty_user_group_reports_zero_and_is_left_out_of_gaps():
         assert r[f"{name}_at_2_gap"] == pytest.approx(1.0, **HAND)
         assert r[f"{name}_at_2_ratio"] == pytest.approx(0.0, **HAND)
         assert r[f"{name}_at_2_user_mad"] == pytest.approx(1.0, **HAND)
-    # only b present with a positive-free query in a: one group -> gap 0, ratio 1, MAD 0
+    # only b present with a positive-free query in a: one group, nothing compared -> undefined (NaN)
     m2 = UserGroupAccuracy(ks=(2,), group_names=("a", "b", "empty"))
     m2.update_state(tf.constant([[0, 1], [2, 3]]), tf.constant([[-1, -1], [3, -1]]), tf.constant([0, 1]))
     r2 = _values(m2.result())
     assert r2["count/a"] == 0.0 and r2["count/b"] == 1.0
-    assert (r2["recall_at_2_gap"], r2["recall_at_2_ratio"], r2["recall_at_2_user_mad"]) == (0.0, 1.0, 0.0)
+    assert all(np.isnan(r2[f"recall_at_2_{stat}"]) for stat in ("gap", "ratio", "user_mad"))
 
 
 @pytest.mark.parametrize("fill", [-1, -2], ids=["no_positives", "all_missing"])
@@ -402,17 +414,29 @@ def test_no_nan_when_queries_lack_positives(fill, partial):
     case.positives = pos
     results = feed(make_metrics(case), case)
     for family, result in results.items():
-        bad = {k: v for k, v in result.items() if not np.isfinite(v)}
+        bad = {k: v for k, v in result.items() if not np.isfinite(v) and not (_undefinable(k) and np.isnan(v))}
         assert not bad, (family, bad)
+    undefined = {k for r in results.values() for k, v in r.items() if np.isnan(v)}
+    if partial:
+        assert not undefined
+    else:  # no relevant item anywhere: PopREO, exposure disparity and the gaps were not measured
+        assert {k for k in undefined if k.startswith("pop_")} == {f"pop_reo_at_{k}" for k in KS}
+        assert {k for k in undefined if k.startswith("exposure_disparity")} == {
+            f"exposure_disparity_at_{k}/{g}" for k in KS for g in ITEM_GROUPS}
+        assert {f"exposure_gap_at_{k}" for k in KS} <= undefined
+        assert all(k in undefined for k in results["user_groups"] if k.endswith(UNDEFINABLE_SUFFIXES))
     assert results["ranking"]["missing_positives"] == float((pos == -2).sum())
     if not partial:
         assert results["ranking"]["evaluated_queries"] == 0.0
         assert all(v == 0.0 for k, v in results["ranking"].items() if "_at_" in k)
         assert all(results["user_groups"][f"count/{g}"] == 0.0 for g in USER_GROUPS)
-    # the reference agrees in these degenerate cases too
+    # the reference agrees in these degenerate cases too, where both are defined (the
+    # reference reports placeholders, 0 or 1, where the metrics report undefined)
     want = reference(case)
     for family in want:
-        _assert_close(results[family], want[family], rtol=1e-6, atol=1e-6)
+        assert set(results[family]) == set(want[family])
+        defined = {k: v for k, v in results[family].items() if not np.isnan(v)}
+        _assert_close(defined, {k: want[family][k] for k in defined}, rtol=1e-6, atol=1e-6)
 
 
 def test_no_nan_before_any_update():

@@ -391,7 +391,8 @@ def collect_results(metrics: Mapping[str, Any], ks: Sequence[int],
     else:
         raw, exposure_state = {key: m.result() for key, m in metrics.items()}, None
     for key, m in metrics.items():
-        res = {k: float(v) for k, v in raw[key].items()}
+        # NaN marks an undefined result (docs/metrics.md, "Undefined cases"): left out.
+        res = {k: float(v) for k, v in raw[key].items() if not np.isnan(v)}
         if not key.startswith("group:"):
             flat.update({k: v for k, v in res.items() if "/" not in k})
             continue
@@ -411,7 +412,8 @@ def collect_results(metrics: Mapping[str, Any], ks: Sequence[int],
             row = {"group": g, "relevant_share": exp[f"relevant_share/{g}"]}
             for k in ks:
                 row[f"exposure_share_at_{k}"] = exp[f"exposure_share_at_{k}/{g}"]
-                row[f"exposure_disparity_at_{k}"] = exp[f"exposure_disparity_at_{k}/{g}"]
+                disparity = exp[f"exposure_disparity_at_{k}/{g}"]
+                row[f"exposure_disparity_at_{k}"] = None if np.isnan(disparity) else disparity  # None: undefined
             item_rows.append(row)
     missing = int(flat.pop("missing_positives", 0))
     queries = int(flat.pop("evaluated_queries", 0))

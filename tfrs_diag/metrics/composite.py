@@ -7,7 +7,13 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from typing import Mapping
+
+# Results an evaluation leaves out when undefined (docs/metrics.md, "Undefined cases").
+_MAY_BE_UNDEFINED = re.compile(r"^(.+/)?(pop_rsp_at_\d+|pop_reo_at_\d+|ild_at_\d+|entropy_norm_at_\d+"
+                               r"|exposure_gap_at_\d+|\w+_at_\d+_(gap|ratio|user_mad))$")
 
 
 class CompositeScore:
@@ -17,6 +23,10 @@ class CompositeScore:
     PopRSP), so that every term grows with quality. The score is written as
     ``val_<name>`` in Keras logs by `tfrs_diag.callbacks.BeyondAccuracy`, so
     `EarlyStopping(monitor="val_composite", mode="max")` can stop on it.
+
+    A term whose metric is undefined in this evaluation (left out of the results, e.g.
+    PopREO with no relevant tail item) is left out of the score, with a warning; an
+    unknown metric name raises `KeyError`.
     """
 
     def __init__(self, weights: Mapping[str, float], name: str = "composite"):
@@ -38,6 +48,11 @@ class CompositeScore:
         for term, w in self.weights.items():
             inverted, key = self._parse(term)
             if key not in results:
+                if _MAY_BE_UNDEFINED.match(key):
+                    warnings.warn(f"composite term {term!r}: {key} is undefined in these results "
+                                  "(see docs/metrics.md, 'Undefined cases'); left out of the score", RuntimeWarning,
+                                  stacklevel=2)
+                    continue
                 raise KeyError(f"composite term {term!r}: no metric {key!r}; available: {', '.join(sorted(results))}")
             value = float(results[key])
             total += w * ((1.0 - value) if inverted else value)

@@ -170,16 +170,19 @@ class ItemDiversity(TopKMetric):
         ks = self.ks
         log_items = math.log2(self.num_items) if self.num_items > 1 else 1.0
         blocks = [(names_at("coverage", ks), lambda: tf.cast(coverage(self.counts), tf.float32)),
-                  (names_at("gini", ks), lambda: tf.cast(gini(self.counts), tf.float32)),
-                  (names_at("entropy", ks) + names_at("entropy_norm", ks),
-                   lambda: tf.cast(entropy(self.counts), tf.float32) * tf.constant([[1.0], [1.0 / log_items]]))]
+                  (names_at("gini", ks), lambda: tf.cast(gini(self.counts), tf.float32))]
+        if self.num_items > 1:
+            blocks.append((names_at("entropy", ks) + names_at("entropy_norm", ks),
+                           lambda: tf.cast(entropy(self.counts), tf.float32) * tf.constant([[1.0], [1.0 / log_items]])))
+        else:  # log2 |I| = 0: the normalised entropy of a one-item catalog is undefined, left out
+            blocks.append((names_at("entropy", ks), lambda: tf.cast(entropy(self.counts), tf.float32)))
         if self._info is not None:
             blocks.append((names_at("novelty", ks), lambda: self.novelty_sum / (
                 tf.maximum(self.queries, 1.0) * tf.constant(ks, tf.float32))))
-        if self._unit is not None:
-            multi = [j for j, k in enumerate(ks) if k > 1]  # ILD needs pairs
+        multi = [j for j, k in enumerate(ks) if k > 1]  # ILD needs pairs: ILD@1 is undefined, left out
+        if self._unit is not None and multi:
             blocks.append((names_at("ild", [ks[j] for j in multi]),
-                           lambda: tf.gather(self.ild_sum, multi) / tf.maximum(self.queries, 1.0)))
+                           lambda: tf.gather(self.ild_sum, tf.constant(multi, tf.int32)) / tf.maximum(self.queries, 1.0)))
         return blocks
 
 
@@ -194,7 +197,10 @@ class PopularityBias(TopKMetric):
       for u), i.e. per available candidate of g;
     - REO: P(recommended | g, relevant) = hits of g in the top K / relevant items of g.
 
-    0 is parity; larger values mean the head is favoured (or the tail).
+    0 is parity; larger values mean the head is favoured (or the tail). With a group
+    that has no available candidate (RSP) or no relevant item (REO), nothing was
+    measured for it: the value is undefined, NaN here, and `tfrs_diag.evaluate` leaves
+    it out of its results (it is never the maximal disparity 1).
     """
 
     def __init__(self, ks: Sequence[int], item_popularity, *, item_is_head=None, name: str = "popularity_bias",
@@ -252,14 +258,20 @@ class PopularityBias(TopKMetric):
         return tf.stack([tf.reduce_sum(per_item) - tail, tail])
 
     @staticmethod
-    def _std_over_mean(p):
-        """Per row of [nk, 2]: population std over mean of the (head, tail) probabilities."""
+    def _std_over_mean(numerator, denominator):
+        """Per row of [nk, 2]: population std over mean of the (head, tail) probabilities
+        ``numerator / denominator``; NaN (undefined) where a group's denominator is 0.
+
+        Both probabilities 0 (defined, equal) is parity: 0.
+        """
+        p = numerator / tf.maximum(denominator, 1.0)
         mean = tf.reduce_mean(p, axis=-1)
-        return tf.where(mean > 0, tf.math.reduce_std(p, axis=-1) / tf.maximum(mean, 1e-30), 0.0)
+        value = tf.where(mean > 0, tf.math.reduce_std(p, axis=-1) / tf.maximum(mean, 1e-30), 0.0)
+        return tf.where(tf.reduce_all(denominator > 0), value, tf.constant(float("nan"), value.dtype))
 
     def result_blocks(self):
         ks = self.ks
         return [(names_at("arp", ks) + names_at("aplt", ks),
                  lambda: tf.stack([self.arp_sum, self.aplt_sum]) / tf.maximum(self.queries, 1.0)),
-                (names_at("pop_rsp", ks), lambda: self._std_over_mean(self.recommended / tf.maximum(self.available, 1.0))),
-                (names_at("pop_reo", ks), lambda: self._std_over_mean(self.hits / tf.maximum(self.relevant, 1.0)))]
+                (names_at("pop_rsp", ks), lambda: self._std_over_mean(self.recommended, self.available)),
+                (names_at("pop_reo", ks), lambda: self._std_over_mean(self.hits, self.relevant))]

@@ -3,11 +3,13 @@
 - User-group gap: for a metric M per user group g, ``M_g``; the gap ``max - min``, the
   ratio ``min / max`` and UserMAD, the mean over pairs of groups of ``|M_g - M_h|``.
   Groups with no evaluated query in the pass are reported with count 0 and left out of
-  the gap statistics (never NaN).
+  the gap statistics; with fewer than two such groups nothing was compared and the gap
+  statistics are undefined (NaN here; `tfrs_diag.evaluate` leaves them out).
 - Exposure: ``Exp(i) = sum_u sum_r 1[L_u[r] = i] / log2(r + 1)``; a group's share
   ``E_g = sum_{i in g} Exp(i) / sum_i Exp(i)``; disparity ``E_g / R_g`` with ``R_g`` the
   group's share of relevant (held-out positive) items: 1 is parity, above 1 the group
-  is over-exposed. Exposure Gini is the Gini index of ``Exp`` over the catalog.
+  is over-exposed; undefined (NaN) for a group with no relevant item (``R_g = 0``).
+  Exposure Gini is the Gini index of ``Exp`` over the catalog.
 
 >>> import numpy as np
 >>> [round(float(x), 4) for x in group_gaps(np.array([0.2, 0.4, 0.3]), np.array([10, 5, 0]))]
@@ -52,8 +54,8 @@ def group_gaps(values, counts):
     """(max - min, min / max, UserMAD) over the groups with ``counts > 0``.
 
     ``values`` is [..., G] (groups on the last axis, e.g. [K, metric, G]), ``counts`` [G];
-    each statistic has the leading shape. With fewer than two such groups every
-    statistic is 0 (gap) or 1 (ratio).
+    each statistic has the leading shape. With fewer than two such groups nothing was
+    compared: every statistic is NaN (undefined). All groups at 0 is parity (ratio 1).
     """
     v = tf.cast(values, tf.float32)
     present = tf.reshape(counts, [-1]) > 0
@@ -62,11 +64,12 @@ def group_gaps(values, counts):
     hi = tf.reduce_max(tf.where(present, v, -big), axis=-1)
     lo = tf.reduce_min(tf.where(present, v, big), axis=-1)
     enough = n >= 2
-    gap = tf.where(enough, hi - lo, 0.0)
-    ratio = tf.where(enough & (hi > 0), lo / tf.maximum(hi, 1e-30), 1.0)
+    nan = tf.constant(float("nan"))
+    gap = tf.where(enough, hi - lo, nan)
+    ratio = tf.where(enough, tf.where(hi > 0, lo / tf.maximum(hi, 1e-30), 1.0), nan)
     pair = tf.cast(present[:, None] & present[None, :], tf.float32)
     mad_sum = tf.reduce_sum(tf.abs(v[..., :, None] - v[..., None, :]) * pair, axis=[-2, -1]) / 2.0
-    mad = tf.where(enough, mad_sum / tf.maximum(n * (n - 1.0) / 2.0, 1.0), 0.0)
+    mad = tf.where(enough, mad_sum / tf.maximum(n * (n - 1.0) / 2.0, 1.0), nan)
     return gap, ratio, mad
 
 
@@ -126,9 +129,9 @@ class ItemExposure(TopKMetric):
       group_names: names of the item groups.
 
     Result keys: ``exposure_gini_at_<k>``, ``exposure_share_at_<k>/<group>``,
-    ``relevant_share/<group>``, ``exposure_disparity_at_<k>/<group>`` (E_g / R_g; 0 when
-    the group has no relevant item) and ``exposure_gap_at_<k>`` (max - min disparity
-    over groups with relevant items).
+    ``relevant_share/<group>``, ``exposure_disparity_at_<k>/<group>`` (E_g / R_g; NaN,
+    undefined, when the group has no relevant item) and ``exposure_gap_at_<k>`` (max - min
+    disparity over groups with relevant items; NaN with fewer than two).
     """
 
     def __init__(self, num_items: int, ks: Sequence[int], item_groups=None, group_names: Sequence[str] = (), *,
@@ -163,8 +166,8 @@ class ItemExposure(TopKMetric):
             per_group = tf.transpose(tf.math.unsorted_segment_sum(tf.transpose(self.exposure), self._groups, len(names)))
             share = per_group / tf.maximum(tf.reduce_sum(self.exposure, axis=1, keepdims=True), 1e-30)  # [nk, G]
             r = rel_share()
-            disparity = tf.where(r > 0, share / tf.maximum(r, 1e-30), 0.0)
-            gap = group_gaps(disparity, self.relevant)[0]
+            disparity = tf.where(r > 0, share / tf.maximum(r, 1e-30), float("nan"))
+            gap = group_gaps(tf.where(r > 0, disparity, 0.0), self.relevant)[0]
             return tf.concat([tf.reshape(share, [-1]), tf.reshape(disparity, [-1]), gap], axis=0)
 
         return [([f"relevant_share/{g}" for g in names], rel_share),
