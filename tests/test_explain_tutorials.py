@@ -269,6 +269,12 @@ def test_forced_input_space_agrees_with_the_split(zoo):
     raw = Shapley(model, background, space="input")
     assert raw.feature_space == "input"
     np.testing.assert_allclose(raw.attribute(examples).values, split.values, atol=1e-4)
+    # A plain score function of feature dicts: input space, no warning, the same values.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        by_function = Shapley(lambda f: model(f)[:, 0] * 2.0, background)
+    assert by_function.feature_space == "input"
+    np.testing.assert_allclose(by_function.attribute(examples).values, 2.0 * split.values, atol=1e-4)
     # New values after the first call extend the tables (the traced head reads them).
     more = _take(rows, 14, 16)
     np.testing.assert_allclose(raw.attribute(more).values, Shapley(model, background).attribute(more).values,
@@ -288,9 +294,9 @@ def _tower_score(model, query, candidate, q_inputs, c_inputs):
 
 
 @pytest.mark.parametrize("name,towers,q_inputs,c_inputs", [
-    ("quickstart", ("user_model", "movie_model"), "user_id", "movie_title"),
-    ("deep_retrieval", ("query_model", "candidate_model"), {"user_id": "user_id", "timestamp": "timestamp"},
-     "movie_title"),
+    pytest.param("quickstart", ("user_model", "movie_model"), "user_id", "movie_title", marks=pytest.mark.slow),
+    pytest.param("deep_retrieval", ("query_model", "candidate_model"),
+                 {"user_id": "user_id", "timestamp": "timestamp"}, "movie_title", marks=pytest.mark.slow),
     ("sequential", ("_query_model", "_candidate_model"), "context_movie_id", "label_movie_id"),
 ])
 def test_retrieval_towers_found_by_name(zoo, name, towers, q_inputs, c_inputs):

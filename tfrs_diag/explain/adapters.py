@@ -25,7 +25,12 @@ Provided adapters:
   adapters, attributing query-side and candidate-side features
   (`RetrievalAdapter.from_two_tower` for `tfrs_diag.models.TwoTowerModel`).
 
-`as_adapter(model)` picks one of these for a model, or passes an adapter through.
+- `tfrs_diag.explain.discovery.AutoAdapter`: any other feature-dict model, split by
+  calling it on a few rows and recording which sub-layer maps which raw feature to its
+  embedding (the TFRS tutorials' towers); `tfrs_diag.explain.discovery.InputSpaceAdapter`
+  when no such split holds (raw values swapped, the whole model called).
+
+`as_adapter(model, background)` picks one of these for a model, or passes an adapter through.
 
 >>> from tfrs_diag import datasets, models                                    # doctest: +SKIP
 >>> data = datasets.synthetic(num_users=50, num_items=80, num_interactions=500)  # doctest: +SKIP

@@ -577,7 +577,7 @@ def _split_or_fallback(fn, layers, probe, *, output, vector, name, space, input_
     if not used:
         raise ValueError(f"{name}'s output does not change when any feature of the background rows is shuffled "
                          f"across them (features {list(keys)}); pass background rows that differ")
-    if reason is not None:
+    if reason is not None and layers:  # a plain function is expected to be explained in input space
         warnings.warn(f"tfrs_diag.explain: cannot split {name} into lookups and a head ({reason}); explaining it "
                       "in input space instead: coalitions swap raw feature values and call the whole model "
                       "(integrated gradients is not available)", stacklevel=4)
