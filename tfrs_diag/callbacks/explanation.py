@@ -28,6 +28,13 @@ class ExplanationCallback(tf.keras.callbacks.Callback):
       background: feature dict of background rows (e.g. 50 training rows).
       method: a name in `tfrs_diag.explain.METHODS` (default ``"shapley"``).
       groups, baseline, label_key: as in `tfrs_diag.explain.Explainer`.
+      output, query_model, candidate_model, space: as in `tfrs_diag.explain.Explainer`:
+        the model need not have ``embed``/``score`` methods. A TFRS tutorial model (e.g.
+        the basic ranking tutorial's, whose ``compute_loss`` pops the label) is split
+        into its lookups and head by calling it on ``background``; retrieval models
+        with ``user_model``/``movie_model``-like towers are explained on their
+        ``dot(query, candidate)`` score. ``examples`` and ``background`` are copied,
+        never modified.
       method_kwargs: extra arguments of the method (e.g. ``{"steps": 64}``).
       run: run sub-directory (default ``"train"``).
       verbose: 1 prints the attribution table after each explanation.
@@ -43,7 +50,8 @@ class ExplanationCallback(tf.keras.callbacks.Callback):
     def __init__(self, examples: Mapping[str, Any], every_n_epochs: int = 1, *, log_dir: str | None = None,
                  background: Mapping[str, Any] | None = None, method: str = "shapley", groups=None,
                  baseline: str | None = None, label_key: str | Sequence[str] | None = None,
-                 method_kwargs: Mapping[str, Any] | None = None, run: str = "train", verbose: int = 0):
+                 method_kwargs: Mapping[str, Any] | None = None, run: str = "train", verbose: int = 0,
+                 output=None, query_model=None, candidate_model=None, space: str = "auto"):
         super().__init__()
         from tfrs_diag.explain import METHODS
 
@@ -56,9 +64,15 @@ class ExplanationCallback(tf.keras.callbacks.Callback):
         self.examples = {k: np.asarray(v) for k, v in examples.items()}
         self.every_n_epochs = every_n_epochs
         self.log_dir = S.check_log_dir(log_dir) if log_dir is not None else None
-        self.background = background
+        self.background = {k: np.asarray(v) for k, v in background.items()} if isinstance(background, Mapping) \
+            else background
         self.method = method
-        self.options = dict(groups=groups, baseline=baseline, label_key=label_key, **dict(method_kwargs or {}))
+        split = {k: v for k, v in dict(output=output, query_model=query_model, candidate_model=candidate_model).items()
+                 if v is not None}
+        if space != "auto":
+            split["space"] = space
+        self.options = dict(groups=groups, baseline=baseline, label_key=label_key, **split,
+                            **dict(method_kwargs or {}))
         self.run = run
         self.verbose = verbose
         self.history: list[tuple[int, Any]] = []

@@ -2,11 +2,18 @@
 
 Every method has the same shape: construct it with the model (or a feature adapter) and a
 background, then ``.attribute(examples) -> Attribution``; switch methods by changing one
-name. All of them work in embedding space (see `tfrs_diag.explain.adapters`).
+name. All of them work in embedding space (see `tfrs_diag.explain.adapters`). Models
+without ``embed``/``score`` methods (the TFRS tutorials' models, plain Keras functional
+or subclassed models) are split into their lookups and head by calling them on the
+background rows (`tfrs_diag.explain.discovery`); where no split holds, the explainers
+swap raw feature values in input space instead (no integrated gradients there).
+Retrieval scores ``dot(query_tower, candidate_tower)``: pass ``query_model=`` and
+``candidate_model=``, or let the tutorials' tower names be found.
 
 >>> from tfrs_diag import explain                                             # doctest: +SKIP
 >>> a = explain.Shapley(model, background).attribute(examples)               # doctest: +SKIP
 >>> a = explain.IntegratedGradients(model, background).attribute(examples)   # doctest: +SKIP
+>>> a = explain.Shapley(listwise_model, background, output=lambda y: y[:, 0, 0]).attribute(examples)  # doctest: +SKIP
 >>> print(a)                                                                  # doctest: +SKIP
 """
 
@@ -23,6 +30,7 @@ from tfrs_diag.explain.adapters import (
     resolve_groups,
 )
 from tfrs_diag.explain.attribution import Attribution
+from tfrs_diag.explain.discovery import AutoAdapter, InputSpaceAdapter
 from tfrs_diag.explain.integrated_gradients import IntegratedGradients
 from tfrs_diag.explain.lime import LimeSurrogate
 from tfrs_diag.explain.occlusion import Occlusion
@@ -49,6 +57,6 @@ def explainer(method: str, model, background=None, **kwargs) -> Explainer:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     return METHODS[method](model, background, **kwargs)
 
-__all__ = ["Attribution", "BASELINES", "EmbeddingSpace", "Explainer", "FeatureAdapter", "FeatureCodec", "IntegratedGradients",
+__all__ = ["Attribution", "AutoAdapter", "BASELINES", "InputSpaceAdapter", "EmbeddingSpace", "Explainer", "FeatureAdapter", "FeatureCodec", "IntegratedGradients",
            "LimeSurrogate", "METHODS", "Occlusion", "PermutationImportance", "RankingAdapter", "RetrievalAdapter", "Shapley",
            "TowerAdapter", "as_adapter", "explainer", "resolve_groups", "write_attribution"]

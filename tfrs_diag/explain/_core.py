@@ -60,6 +60,25 @@ class Explainer:
       label_key: feature(s) whose values label the examples in tables (default: none).
       max_batch_rows: bound on rows per traced call (memory stays bounded for large
         backgrounds: rows are chunked and their sums accumulated).
+      output: for a model whose output is not one score per row: an index or key into
+        a tuple/dict output, or a callable mapping it to ``[n]`` (e.g.
+        ``lambda y: y[:, 0, 0]`` for a listwise model's first item).
+      query_model, candidate_model: explain the retrieval score
+        ``dot(query_model(x), candidate_model(x))`` of (query, item) rows; layers,
+        callables or attribute names. Found by name (``user_model``/``movie_model``,
+        ``query_model``/``candidate_model``, ``_query_model``/``_candidate_model``, ...)
+        when the model has no ``call`` of its own.
+      query_features, candidate_features: the feature name (or list of names, for a
+        tower taking a dict) each tower takes; default: found by watching the model's
+        ``compute_loss`` call the towers on the background rows.
+      space: ``"auto"`` (default): models without ``embed``/``score`` methods are split
+        into their embedders by calling them on the background rows
+        (`tfrs_diag.explain.discovery`), or, when no split holds, explained in input
+        space (raw feature values swapped with background rows, the whole model called
+        per coalition; a warning says why). ``"embedding"``: raise instead of falling
+        back. ``"input"``: always swap raw values.
+
+    The user's feature dicts are never modified (the models are called on copies).
     """
 
     method = "explainer"
@@ -68,7 +87,9 @@ class Explainer:
                    "pairs": ("rows", "rows", "matrix", "matrix", "matrix"), "ig": ("rows", "rows", "vector", "vector")}
 
     def __init__(self, model, background: Mapping[str, Any] | None = None, *, baseline: str | None = None,
-                 groups=None, label_key: str | Sequence[str] | None = None, max_batch_rows: int = MAX_BATCH_ROWS):
+                 groups=None, label_key: str | Sequence[str] | None = None, max_batch_rows: int = MAX_BATCH_ROWS,
+                 output=None, query_model=None, candidate_model=None, query_features=None, candidate_features=None,
+                 space: str = "auto"):
         if baseline is None:
             baseline = "background" if background is not None else "mean"
         if baseline not in BASELINES:
@@ -78,7 +99,12 @@ class Explainer:
                              "or use baseline='mean' or 'oov'")
         if not isinstance(max_batch_rows, int) or max_batch_rows < 1:
             raise ValueError(f"max_batch_rows must be a positive integer, got {max_batch_rows!r}")
-        self.adapter = as_adapter(model)
+        self.adapter = as_adapter(model, background, output=output, query_model=query_model,
+                                  candidate_model=candidate_model, query_features=query_features,
+                                  candidate_features=candidate_features, space=space)
+        if getattr(self.adapter, "space", "embedding") == "input" and baseline != "background":
+            raise ValueError(f"baseline={baseline!r} needs embeddings, but {self.describe_model()}; swapping raw "
+                             "values needs baseline='background' (the default with background rows)")
         self.space = EmbeddingSpace(self.adapter, groups)
         self.baseline = baseline
         self.label_key = label_key
@@ -88,6 +114,26 @@ class Explainer:
         # Validates the background early and fixes the layout; handed to the first baseline_rows().
         self._background_rows = self.space.embed(background, argument="background") if background is not None else None
         self._fns: dict[str, Any] = {}
+
+    def describe_model(self) -> str:
+        """How the model is explained: its embedders, or why it is explained in input space."""
+        describe = getattr(self.adapter, "describe", None)
+        if describe is not None:
+            return describe()
+        if getattr(self.adapter, "space", "embedding") == "input":
+            reason = getattr(self.adapter, "reason", None)
+            return f"the model is explained in input space{f' ({reason})' if reason else ''}"
+        return f"{type(self.adapter).__name__} over {list(self.adapter.feature_names)}"
+
+    @property
+    def feature_space(self) -> str:
+        """``"embedding"`` (lookups split from the head) or ``"input"`` (raw values swapped, whole model called)."""
+        return getattr(self.adapter, "space", "embedding")
+
+    def _finish(self, attribution):
+        """Adds where the coalitions were formed (``extras["space"]``) to an attribution."""
+        attribution.extras.setdefault("space", self.feature_space)
+        return attribution
 
     @property
     def group_names(self) -> tuple[str, ...]:

@@ -25,7 +25,12 @@ Provided adapters:
   adapters, attributing query-side and candidate-side features
   (`RetrievalAdapter.from_two_tower` for `tfrs_diag.models.TwoTowerModel`).
 
-`as_adapter(model)` picks one of these for a model, or passes an adapter through.
+- `tfrs_diag.explain.discovery.AutoAdapter`: any other feature-dict model, split by
+  calling it on a few rows and recording which sub-layer maps which raw feature to its
+  embedding (the TFRS tutorials' towers); `tfrs_diag.explain.discovery.InputSpaceAdapter`
+  when no such split holds (raw values swapped, the whole model called).
+
+`as_adapter(model, background)` picks one of these for a model, or passes an adapter through.
 
 >>> from tfrs_diag import datasets, models                                    # doctest: +SKIP
 >>> data = datasets.synthetic(num_users=50, num_items=80, num_interactions=500)  # doctest: +SKIP
@@ -124,11 +129,12 @@ def check_features(adapter, features: Mapping[str, Any], argument: str) -> tuple
         v = v.numpy() if isinstance(v, tf.Tensor) else np.asarray(v)
         if v.ndim == 0:
             v = v.reshape(1)
-        kind = expected_kind(embedders.get(name))
+        kind = expected_kind(embedders.get(name)) or (getattr(adapter, "feature_kinds", None) or {}).get(name)
         if kind is not None and _kind_of(v) != kind:
-            raise ValueError(f"{argument}[{name!r}] has dtype {v.dtype} but feature {name!r} takes "
-                             f"{'string ids (StringLookup)' if kind == 'string' else 'integer ids'}; "
-                             f"pass {'strings' if kind == 'string' else 'integers'}")
+            takes, give = {"string": ("string ids (StringLookup)", "strings"), "int": ("integer ids", "integers"),
+                           "float": ("float values", "floats")}.get(kind, (f"dtype kind {kind!r}", "those"))
+            raise ValueError(f"{argument}[{name!r}] has dtype {v.dtype} but feature {name!r} takes {takes}; "
+                             f"pass {give}")
         if n is None:
             n = v.shape[0]
         elif v.shape[0] != n:
@@ -272,6 +278,32 @@ class RetrievalAdapter:
         self.feature_names = self.query_features + self.candidate_features
         self.embedders = {**getattr(query, "embedders", {}), **getattr(candidate, "embedders", {})}
 
+    def describe(self) -> str:
+        """How each tower is explained."""
+        def side(adapter):
+            fn = getattr(adapter, "describe", None)
+            return fn() if fn is not None else f"{type(adapter).__name__} over {list(adapter.feature_names)}"
+        return f"retrieval score dot(query, candidate); query: {side(self.query)}; candidate: {side(self.candidate)}"
+
+    @property
+    def space(self) -> str:
+        """``"embedding"``, or ``"input"`` when either tower is explained in input space."""
+        sides = {getattr(self.query, "space", "embedding"), getattr(self.candidate, "space", "embedding")}
+        return "input" if "input" in sides else "embedding"
+
+    @property
+    def differentiable(self) -> bool:
+        return getattr(self.query, "differentiable", True) and getattr(self.candidate, "differentiable", True)
+
+    @property
+    def reason(self) -> str | None:
+        return getattr(self.query, "reason", None) or getattr(self.candidate, "reason", None)
+
+    @property
+    def feature_kinds(self) -> dict:
+        return {**(getattr(self.query, "feature_kinds", None) or {}),
+                **(getattr(self.candidate, "feature_kinds", None) or {})}
+
     @classmethod
     def from_two_tower(cls, model) -> "RetrievalAdapter":
         """From a model with ``user_model``/``item_model`` Sequential towers and ``user_key``/``item_key``."""
@@ -292,19 +324,35 @@ class RetrievalAdapter:
         return tf.reduce_sum(self.query_vectors(embeddings) * self.candidate_vectors(embeddings), axis=-1)
 
 
-def as_adapter(model) -> Any:
-    """An adapter for ``model``: adapters pass through; models with ``embed``/``score`` get a
-    `RankingAdapter`; two-tower models (``user_model``/``item_model``) a `RetrievalAdapter`."""
-    if hasattr(model, "feature_names") and callable(getattr(model, "head", None)) \
-            and callable(getattr(model, "embed", None)):
-        return model
-    if callable(getattr(model, "embed", None)) and callable(getattr(model, "score", None)):
-        return RankingAdapter(model)
-    if hasattr(model, "user_model") and hasattr(model, "item_model") and hasattr(model, "user_key"):
-        return RetrievalAdapter.from_two_tower(model)
-    raise TypeError(f"cannot split {type(model).__name__} into lookups and a head: give it embed(features) and "
-                    "score(embeddings) methods, or pass a FeatureAdapter (RankingAdapter, RetrievalAdapter, "
-                    "or your own object with feature_names, embed() and head())")
+def as_adapter(model, features: Mapping[str, Any] | None = None, *, output=None, query_model=None,
+               candidate_model=None, query_features=None, candidate_features=None, space: str = "auto") -> Any:
+    """An adapter for ``model``.
+
+    - adapters (``feature_names``, ``embed()``, ``head()``) pass through;
+    - models with ``embed``/``score`` methods get a `RankingAdapter`;
+    - `tfrs_diag.models.TwoTowerModel` (``user_model``/``item_model``/``user_key``) a
+      `RetrievalAdapter` of its towers;
+    - any other feature-dict model (the TFRS tutorials' models, plain Keras functional
+      or subclassed models, a score function) is split by calling it on ``features``
+      (the background rows): see `tfrs_diag.explain.discovery.auto_adapter` for
+      ``output``, ``query_model``/``candidate_model`` (explain a retrieval score; found
+      by name when the model has no ``call``), ``query_features``/``candidate_features``
+      and ``space`` (``"auto"``: embedding space when the split is found, else input
+      space; ``"embedding"``; ``"input"``).
+    """
+    custom = any(v is not None for v in (output, query_model, candidate_model, query_features, candidate_features))
+    if not custom and space == "auto":
+        if hasattr(model, "feature_names") and callable(getattr(model, "head", None)) \
+                and callable(getattr(model, "embed", None)):
+            return model
+        if callable(getattr(model, "embed", None)) and callable(getattr(model, "score", None)):
+            return RankingAdapter(model)
+        if hasattr(model, "user_model") and hasattr(model, "item_model") and hasattr(model, "user_key"):
+            return RetrievalAdapter.from_two_tower(model)
+    from tfrs_diag.explain.discovery import auto_adapter
+
+    return auto_adapter(model, features, output=output, query_model=query_model, candidate_model=candidate_model,
+                        query_features=query_features, candidate_features=candidate_features, space=space)
 
 
 # ---------------------------------------------------------------- groups

@@ -67,6 +67,11 @@ class IntegratedGradients(Explainer):
     def __init__(self, model, background: Mapping[str, Any] | None = None, *, baseline: str | None = None,
                  groups=None, steps: int = 32, integration: str = "gauss_legendre", **kwargs):
         super().__init__(model, background, baseline=baseline, groups=groups, **kwargs)
+        if not getattr(self.adapter, "differentiable", True):
+            raise ValueError(f"IntegratedGradients needs gradients at the embeddings, but {self.describe_model()}: "
+                             "a path between raw (e.g. string) feature values has no gradient. Use Shapley, "
+                             "Occlusion, LimeSurrogate or PermutationImportance, or give the model "
+                             "embed(features) and score(embeddings) methods")
         self.alphas, self.weights = quadrature(steps, integration)
         self.steps, self.integration = steps, integration
 
@@ -104,5 +109,5 @@ class IntegratedGradients(Explainer):
         values = values[:, :self.num_groups]
         base = self.base_values(rows)
         delta = np.abs(values.sum(axis=1) - (outputs - base))
-        return Attribution(self.method, values, base, outputs, self.group_names, labels, delta=delta,
-                           extras={"steps": s, "integration": self.integration, "baseline": self.baseline})
+        return self._finish(Attribution(self.method, values, base, outputs, self.group_names, labels, delta=delta,
+                           extras={"steps": s, "integration": self.integration, "baseline": self.baseline}))

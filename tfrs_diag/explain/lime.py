@@ -84,6 +84,6 @@ class LimeSurrogate(Explainer):
         masks = self.coalitions()
         v = self.coalition_values(rows, masks)
         coef, intercept, r2 = weighted_linear_fit(masks, v, lime_weights(masks, self.kernel_width))
-        return Attribution(self.method, coef, intercept, outputs, self.group_names, labels, fidelity=r2,
+        return self._finish(Attribution(self.method, coef, intercept, outputs, self.group_names, labels, fidelity=r2,
                            extras={"coalitions": int(masks.shape[0]), "kernel_width": self.kernel_width,
-                                   "baseline": self.baseline})
+                                   "baseline": self.baseline}))

@@ -30,6 +30,7 @@ import numpy as np
 from tfrs_diag._keras import tf
 from tfrs_diag.explain._core import Explainer
 from tfrs_diag.explain.attribution import Attribution
+from tfrs_diag.explain.discovery import NeedsRows
 
 
 def rmse(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -56,7 +57,9 @@ class PermutationImportance(Explainer):
     """Global permutation importance of feature groups (see the module docstring).
 
     Args:
-      model: as in `tfrs_diag.explain.Explainer`.
+      model: as in `tfrs_diag.explain.Explainer`. A model split by calling it (no
+        ``embed``/``score`` methods) is split on ``background`` when given, else on the
+        rows of the first `attribute` call.
       metric: ``"rmse"``, ``"auc"`` or ``"recall@K"`` (e.g. ``"recall@10"``).
       target: label column of the examples for ``"rmse"``/``"auc"``.
       candidates: catalog feature dict (candidate-side features) for ``"recall@K"``.
@@ -69,16 +72,12 @@ class PermutationImportance(Explainer):
     def __init__(self, model, background: Mapping[str, Any] | None = None, *, metric: str = "rmse",
                  target: str = "rating", candidates: Mapping[str, Any] | None = None, repeats: int = 5,
                  groups=None, seed: int = 0, **kwargs):
-        super().__init__(model, background, groups=groups, **kwargs)
         self.k = None
         match = re.fullmatch(r"recall@(\d+)", metric) if isinstance(metric, str) else None
         if match:
             self.k = int(match.group(1))
             if self.k < 1:
                 raise ValueError("metric: K in 'recall@K' must be >= 1")
-            if not hasattr(self.adapter, "query_vectors"):
-                raise ValueError("metric='recall@K' needs a retrieval model (RetrievalAdapter); "
-                                 "for a ranking model use metric='rmse' or 'auc'")
             if candidates is None:
                 raise ValueError("metric='recall@K' needs candidates=<catalog feature dict> (e.g. data.items)")
         elif metric not in ("rmse", "auc"):
@@ -87,6 +86,19 @@ class PermutationImportance(Explainer):
             raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
         self.metric, self.target, self.repeats, self.seed = metric, target, repeats, seed
         self.candidates = candidates
+        self._deferred = None
+        try:
+            super().__init__(model, background, groups=groups, **kwargs)
+        except NeedsRows:
+            # A model split by calling it: done on the rows of the first attribute() call.
+            self._deferred = (model, groups, kwargs)
+            return
+        self._check_adapter()
+
+    def _check_adapter(self):
+        if self.k is not None and not hasattr(self.adapter, "query_vectors"):
+            raise ValueError("metric='recall@K' needs a retrieval model (RetrievalAdapter, or query_model= and "
+                             "candidate_model=); for a ranking model use metric='rmse' or 'auc'")
 
     # ------------------------------------------------------------ metrics on flat rows
 
@@ -133,6 +145,11 @@ class PermutationImportance(Explainer):
 
     def attribute(self, examples: Mapping[str, Any], labels: Sequence[str] | None = None) -> Attribution:
         """Importance of each group on ``examples`` -> `Attribution` with one row (global)."""
+        if self._deferred is not None:
+            model, groups, kwargs = self._deferred
+            super().__init__(model, examples, groups=groups, **kwargs)
+            self._deferred = None
+            self._check_adapter()
         rows = self.space.embed(examples, argument="examples")
         rng = np.random.default_rng(self.seed)
         n, g = rows.shape[0], self.num_groups
@@ -175,7 +192,7 @@ class PermutationImportance(Explainer):
                     value = self._recall(q, c, positives)
                 drops[r, j] = sign * (value - base)
         std = drops.std(axis=0, ddof=1) if self.repeats > 1 else np.zeros(g)
-        return Attribution(self.method, drops.mean(axis=0)[None], base, [base], self.group_names,
+        return self._finish(Attribution(self.method, drops.mean(axis=0)[None], base, [base], self.group_names,
                            labels or [f"{self.metric} drop"], stderr=(std / np.sqrt(self.repeats))[None],
                            extras={"metric": self.metric, "metric_value": base, "repeats": self.repeats,
-                                   "std": std.tolist(), "num_examples": n})
+                                   "std": std.tolist(), "num_examples": n}))

@@ -108,10 +108,10 @@ class Shapley(Explainer):
             step = max(1, 16 * self.max_batch_rows // max(1, self.baseline_rows().shape[0] * rows.shape[1]))
             parts = [self._exact(rows[lo:lo + step]) for lo in range(0, rows.shape[0], step)]
             values, evaluated = np.concatenate([p[0] for p in parts]), sum(p[1] for p in parts)
-            return Attribution(self.method, values, self.base_values(rows), outputs, self.group_names, labels,
+            return self._finish(Attribution(self.method, values, self.base_values(rows), outputs, self.group_names, labels,
                                extras={"mode": "exact", "coalitions": 1 << self.num_groups,
                                        "evaluations_per_example": evaluated / rows.shape[0],
-                                       "baseline": self.baseline, "baseline_rows": int(self.baseline_rows().shape[0])})
+                                       "baseline": self.baseline, "baseline_rows": int(self.baseline_rows().shape[0])}))
         return self._sampled(rows, outputs, labels)
 
     def _exact(self, rows: np.ndarray) -> tuple[np.ndarray, int]:
@@ -161,6 +161,6 @@ class Shapley(Explainer):
         paired = 0.5 * (contrib[:, :pairs] + contrib[:, pairs:])
         values = paired.mean(axis=1)
         stderr = paired.std(axis=1, ddof=1) / np.sqrt(pairs) if pairs > 1 else np.full_like(values, np.nan)
-        return Attribution(self.method, values, v[:, 0, 0], outputs, self.group_names, labels, stderr=stderr,
+        return self._finish(Attribution(self.method, values, v[:, 0, 0], outputs, self.group_names, labels, stderr=stderr,
                            extras={"mode": "sampled", "permutations": 2 * pairs, "coalitions": int(unique.shape[0]),
-                                   "baseline": self.baseline})
+                                   "baseline": self.baseline}))
