@@ -250,7 +250,8 @@ def _explain_inputs(case: T.Case):
 def _explain(case: T.Case, log_dir: str) -> Outcome:
     model = _train_if_possible(case)
     examples, background, label = _explain_inputs(case)
-    attribution = tfrs_diag.explain.Shapley(model, background, label_key=label).attribute(examples)
+    attribution = tfrs_diag.explain.Shapley(model, background, label_key=label,
+                                            **case.explain_kwargs).attribute(examples)
     gap = attribution.values.sum(axis=1) - (attribution.outputs - attribution.base_value)
     if not np.allclose(gap, 0.0, atol=1e-3 * max(1.0, float(np.abs(attribution.outputs).max()))):
         raise CellFailed(f"Shapley values do not add up to output - base value (gaps {gap})")
@@ -260,7 +261,8 @@ def _explain(case: T.Case, log_dir: str) -> Outcome:
 def _explanation_callback(case: T.Case, log_dir: str) -> Outcome:
     model = _seeded_build(case)
     examples, background, label = _explain_inputs(case)
-    cb = tfrs_diag.callbacks.ExplanationCallback(examples, log_dir=log_dir, background=background, label_key=label)
+    cb = tfrs_diag.callbacks.ExplanationCallback(examples, log_dir=log_dir, background=background, label_key=label,
+                                                 **case.explain_kwargs)
     _check_same_loss(case, _fit(model, case, [cb]))
     records = S.read_run(os.path.join(log_dir, "train")).records.get("tfrs_diag/explain/attributions", [])
     if len(records) != EPOCHS:

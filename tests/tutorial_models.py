@@ -138,6 +138,8 @@ class Case:
     test_features: dict[str, np.ndarray] | None = None
     embedding_attr: str | None = None  # path to one Embedding layer (for EmbeddingProbe)
     jit_compile: bool = False
+    # Ranking: extra arguments of the explainers (e.g. which of a list's scores to explain).
+    explain_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     rtol: float = 1e-4  # losses computed twice agree to this (float16 rounding: mixed precision)
     notes: str = ""
 
@@ -666,6 +668,7 @@ def cases(data: MovieLensLike | None = None) -> dict[str, Case]:
              embedding_attr="user_model.layers[1]", **{**retrieval, "test_features": {k: test[k] for k in rank_cols}}),
         Case("listwise", "ranking", lambda: listwise(data), ds({k: v[:n_lists] for k, v in lists.items()}),
              ds({k: v[n_lists:] for k, v in lists.items()}), 64, embedding_attr="user_embeddings.layers[1]",
+             explain_kwargs={"output": lambda y: y[:, 0, 0]},  # the score of each list's first movie
              notes="listwise softmax loss of our own (TF-Ranking does not install beside TF 2.21)"),
         Case("sequential", "retrieval", lambda: sequential(data), ds({k: v[:n_seq] for k, v in seq.items()}),
              ds({k: v[n_seq:] for k, v in seq.items()}), 256, query_model="_query_model",
