@@ -255,3 +255,19 @@ def test_positives_in_search_order_give_the_same_hits_without_the_sort():
     np.testing.assert_array_equal(fast.numpy(), expected)
     np.testing.assert_array_equal(slow.numpy(), expected)
     assert expected.sum() > 0
+
+
+def test_query_features_without_query_key_make_every_row_a_query(data):
+    tower, cand = _random_recommender(data, seed=5)
+    users, first = np.unique(data.test["user_id"], return_index=True)
+    one_row_each = {k: v[first] for k, v in data.test.items()}
+    kw = dict(candidate_embeddings=cand, item_key="item_id", k=(10,), user_group_keys=("user_group",))
+    grouped = tfrs_diag.evaluate(tower, data.items["item_id"], one_row_each, query_key="user_id", **kw)
+    rows = tfrs_diag.evaluate(tower, data.items["item_id"], one_row_each, query_features="user_id", **kw)
+    assert rows.queries == grouped.queries == len(users)
+    for key in grouped:
+        assert rows[key] == pytest.approx(grouped[key], abs=1e-6), key
+    # On every row: one query per row even where users repeat, unlike grouping by user.
+    many = tfrs_diag.evaluate(tower, data.items["item_id"], data.test, query_features="user_id", **kw)
+    assert many.queries == len(data.test["user_id"]) > len(users)
+    assert sum(r["count"] for r in many.tables["user_group"]) == many.queries

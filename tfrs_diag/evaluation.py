@@ -14,6 +14,7 @@ Candidate embeddings are computed once; each query batch runs one matmul and one
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import warnings
@@ -30,9 +31,6 @@ from tfrs_diag.metrics.ranking import RankingAccuracy
 from tfrs_diag.metrics.topk import PAD, IdMapper, top_k
 
 _logger = logging.getLogger("tfrs_diag")
-
-_QUERY_TOWERS = ("query_model", "user_model", "query_tower", "user_tower")
-_CANDIDATE_TOWERS = ("candidate_model", "item_model", "candidate_tower", "item_tower")
 
 
 # ------------------------------------------------------------------ result
@@ -100,18 +98,148 @@ class EvaluationResult(Mapping[str, float]):
 
 # ------------------------------------------------------------------ inputs
 
+#: Attribute names of the query and candidate towers in the TFRS tutorials and in common
+#: user code, looked for in this order when ``query_model``/``candidate_model`` are not given.
+QUERY_TOWERS = ("query_model", "user_model", "_query_model", "_user_model", "query_tower", "user_tower",
+                "_query_tower", "_user_tower", "query_encoder", "user_encoder")
+CANDIDATE_TOWERS = ("candidate_model", "item_model", "movie_model", "_candidate_model", "_item_model",
+                    "_movie_model", "candidate_tower", "item_tower", "movie_tower", "_candidate_tower",
+                    "_item_tower", "candidate_encoder", "item_encoder")
 
-def _tower(model, names):
-    for n in names:
-        tower = getattr(model, n, None)
-        if tower is not None:
-            return tower
-    return None
+
+def keras_attributes(model) -> list[str]:
+    """Names of ``model``'s attributes that are Keras layers or models (what a tower can be)."""
+    try:
+        items = list(vars(model).items())
+    except TypeError:  # no __dict__
+        return []
+    return [name for name, value in items
+            if isinstance(value, tf.keras.layers.Layer) and not isinstance(value, tf.keras.metrics.Metric)]
+
+
+def _attributes_hint(model) -> str:
+    names = keras_attributes(model)
+    return (f"{type(model).__name__}'s Keras layer/model attributes are: {', '.join(names)}" if names
+            else f"{type(model).__name__} has no attributes that are Keras layers or models")
+
+
+def resolve_tower(model, tower, names: Sequence[str], argument: str):
+    """The tower ``tower`` names: a layer/callable, the name (or dotted path) of an attribute
+    of ``model``, or None to look for the attributes ``names`` (None when none exists)."""
+    if tower is None:
+        for name in names:
+            found = getattr(model, name, None)
+            if found is not None and callable(found):
+                return found
+        return None
+    if isinstance(tower, str):
+        obj = model
+        for part in tower.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                raise ValueError(f"{argument}={tower!r}: {type(model).__name__} has no attribute {part!r}; "
+                                 f"{_attributes_hint(model)}")
+        if not callable(obj):
+            raise ValueError(f"{argument}={tower!r} is a {type(obj).__name__}, not a layer or callable; "
+                             f"{_attributes_hint(model)}")
+        return obj
+    if callable(tower):
+        return tower
+    raise TypeError(f"{argument}: pass the tower (a Keras layer/model or a callable) or the name of the "
+                    f"model's attribute that holds it, got {type(tower).__name__}")
+
+
+def _missing_tower(model, argument: str, names: Sequence[str], extra: str = "") -> ValueError:
+    return ValueError(f"{argument}: found no tower on {type(model).__name__} (looked for "
+                      f"{', '.join(names[:6])}, ...); pass {argument}= the tower or the name of the attribute "
+                      f"that holds it{extra}. {_attributes_hint(model)}")
+
+
+def _decoded(arr: np.ndarray) -> np.ndarray:
+    """Bytes from TensorFlow (object or ``S`` arrays) as ``str`` arrays, so they compare equal
+    to the ids of numpy inputs; bytes that are not UTF-8 stay bytes."""
+    if arr.dtype.kind == "O" and arr.size and isinstance(arr.flat[0], bytes):
+        arr = arr.astype(np.bytes_)
+    if arr.dtype.kind == "S":
+        try:
+            return np.char.decode(arr, "utf-8")
+        except UnicodeDecodeError:
+            return arr
+    return arr
+
+
+def _dataset_rows(dataset, argument: str, spec) -> list:
+    """Every element of ``dataset`` as numpy batches.
+
+    Unbatched elements hold at least one scalar (the item id), batches none: a dataset
+    with a scalar component is batched here, one of vectors only is read as batched.
+    """
+    specs = tf.nest.flatten(spec)
+    for s in specs:
+        if not isinstance(s, tf.TensorSpec):
+            raise ValueError(f"{argument}: the dataset yields a {type(s).__name__}; only dense tensors are "
+                             "supported (convert ragged/sparse features to dense, e.g. with .to_tensor())")
+    if any(s.shape.rank == 0 for s in specs):
+        dataset = dataset.batch(8192)
+    batches = list(dataset.as_numpy_iterator())
+    if not batches:
+        raise ValueError(f"{argument}: the dataset is empty")
+    return batches
+
+
+def as_feature_dict(data, argument: str = "data") -> dict[str, np.ndarray]:
+    """``data`` (a feature dict of arrays or tensors, or a `tf.data.Dataset` of feature dicts,
+    batched or not) as a new dict of numpy arrays with one row per interaction."""
+    if isinstance(data, tf.data.Dataset):
+        spec = data.element_spec
+        if not isinstance(spec, Mapping) or not spec:
+            raise ValueError(f"{argument}: a tf.data.Dataset must yield feature dicts (e.g. {{'user_id': ..., "
+                             f"'movie_title': ...}}), got elements {spec}; for (features, labels) pairs pass "
+                             f"{argument}.map(lambda x, y: x)")
+        batches = _dataset_rows(data, argument, spec)
+        return {k: _decoded(np.concatenate([b[k] for b in batches])) for k in spec}
+    if isinstance(data, Mapping):
+        return {k: _decoded(np.asarray(v)) for k, v in data.items()}
+    raise ValueError(f"{argument}: pass a feature dict of arrays (e.g. {{'user_id': [...], 'movie_title': [...]}}) "
+                     f"or a tf.data.Dataset of feature dicts, got {type(data).__name__}")
+
+
+def as_ids(candidates, argument: str = "candidates") -> np.ndarray:
+    """``candidates`` (an array/list/tensor of ids, or a `tf.data.Dataset` of ids, batched or
+    not) as a 1-D numpy array."""
+    if isinstance(candidates, tf.data.Dataset):
+        spec = candidates.element_spec
+        if not isinstance(spec, tf.TensorSpec) or spec.shape.rank not in (0, 1):
+            raise ValueError(f"{argument}: a tf.data.Dataset of candidates must yield ids (scalars, or 1-D batches "
+                             f"of ids), got elements {spec}; for a dataset of feature dicts map it to the id, e.g. "
+                             f"{argument}.map(lambda x: x['movie_title'])")
+        ids = np.concatenate([np.reshape(b, [-1]) for b in _dataset_rows(candidates, argument, spec)])
+    else:
+        try:
+            ids = np.asarray(candidates)
+        except Exception as e:  # noqa: BLE001 - anything numpy cannot take
+            raise ValueError(f"{argument}: pass a 1-D array of candidate ids or a tf.data.Dataset of ids, "
+                             f"got {type(candidates).__name__}") from e
+    ids = _decoded(ids)
+    if ids.ndim != 1 or len(ids) == 0 or ids.dtype.kind not in "iuUSO":
+        raise ValueError(f"{argument}: pass a non-empty 1-D array of candidate ids (str or int) or a "
+                         f"tf.data.Dataset of ids, got {type(candidates).__name__} of shape {ids.shape} "
+                         f"and dtype {ids.dtype}")
+    return ids
+
+
+def normalize_query_features(query_features) -> str | tuple[str, ...] | None:
+    """``None``, one feature name, or a tuple of names (the query tower then gets a dict)."""
+    if query_features is None or isinstance(query_features, str):
+        return query_features
+    if isinstance(query_features, Sequence) and query_features and all(isinstance(n, str) for n in query_features):
+        return tuple(query_features)
+    raise ValueError(f"query_features: pass a feature name or a non-empty sequence of names, got {query_features!r}")
 
 
 @dataclasses.dataclass
 class Queries:
-    """Evaluation queries grouped from interaction rows: one query per distinct query id."""
+    """Evaluation queries: one per distinct query id, or one per row without a query key."""
 
     features: dict[str, np.ndarray]  # first row of each query
     positives: np.ndarray  # [Q, P] candidate indices, PAD-padded, MISSING for unknown ids
@@ -137,29 +265,66 @@ def _padded(lists: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
-def group_queries(data: Mapping[str, np.ndarray], query_key: str, item_key: str, mapper: IdMapper,
-                  user_group_keys: Sequence[str] = (), exclude_seen: Mapping[str, np.ndarray] | None = None,
-                  group_names: Mapping[str, Sequence[str]] | None = None) -> Queries:
-    """Groups interaction rows by ``query_key`` into queries with their positives."""
+def _check_columns(data: Mapping[str, np.ndarray], query_key, item_key, query_features, user_group_keys) -> int:
+    """Checks that the named features exist, have one row each, and that ids are 1-D."""
     keys = sorted(data)
-    for argument, key in [("query_key", query_key), ("item_key", item_key)] + [
-            ("user_group_keys", k) for k in user_group_keys]:
-        if key not in data:
+    named = [("query_key", query_key), ("item_key", item_key)]
+    named += [("query_features", f) for f in ((query_features,) if isinstance(query_features, str)
+                                              else query_features or ())]
+    named += [("user_group_keys", k) for k in user_group_keys]
+    for argument, key in named:
+        if key is not None and key not in data:
             raise KeyError(f"{argument}: {key!r} is not a feature of the evaluation data; available keys: {keys}")
-    qvals = np.asarray(data[query_key])
-    if len(qvals) == 0:
+        if key is not None and np.ndim(data[key]) == 0:
+            raise ValueError(f"{argument}: {key!r} is a scalar; the evaluation data needs one value per row")
+    if query_key is not None and np.ndim(data[query_key]) != 1:
+        raise ValueError(f"query_key: {query_key!r} has shape {np.shape(data[query_key])}, but queries are grouped by "
+                         "a 1-D id (one value per row). Name a 1-D id feature (e.g. query_key='user_id'), or leave "
+                         f"query_key out and pass query_features={query_key!r} to make every row its own query")
+    for argument, key in [("item_key", item_key)] + [("user_group_keys", k) for k in user_group_keys]:
+        if np.ndim(data[key]) != 1:
+            raise ValueError(f"{argument}: {key!r} has shape {np.shape(data[key])}; it must be 1-D (one id per row)")
+    rows = {key: len(data[key]) for _, key in named if key is not None}
+    if len(set(rows.values())) > 1:
+        raise ValueError(f"data: the features have different numbers of rows: {rows}")
+    n = next(iter(rows.values()))
+    if n == 0:
         raise ValueError("the evaluation data is empty: pass at least one (query, item) row")
-    uniq, first_idx, inverse = np.unique(qvals, return_index=True, return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
-    # Deduplicate by raw id, then map: two different unknown ids stay two missing positives.
-    raw_items, item_codes = np.unique(np.asarray(data[item_key]), return_inverse=True)
-    code_to_index = mapper(raw_items)
-    # Candidate indices ascending, ids missing from the candidates (negative) last: the hit
-    # matrix's binary search then needs no in-graph sort.
-    positives = _padded([_in_search_order(code_to_index[np.unique(item_codes[order[bounds[q]:bounds[q + 1]]])])
-                         for q in range(len(uniq))])
-    features = {k: np.asarray(v)[first_idx] for k, v in data.items()}
+    return n
+
+
+def group_queries(data: Mapping[str, np.ndarray], query_key: str | None, item_key: str, mapper: IdMapper,
+                  user_group_keys: Sequence[str] = (), exclude_seen: Mapping[str, np.ndarray] | None = None,
+                  group_names: Mapping[str, Sequence[str]] | None = None, query_features=None) -> Queries:
+    """Groups interaction rows by ``query_key`` into queries with their positives.
+
+    With ``query_key=None`` every row is its own query (its item is its one positive):
+    for queries that are not ids, e.g. a sequence of watched items.
+    """
+    n = _check_columns(data, query_key, item_key, query_features, user_group_keys)
+    items = np.asarray(data[item_key])
+    if query_key is None:
+        if exclude_seen is not None:
+            raise ValueError("exclude_seen: needs query_key, the 1-D id that links the seen interactions to the "
+                             "evaluation queries; without query_key every row is its own query")
+        positives = mapper(items).astype(np.int32)[:, None]
+        features = {k: np.asarray(v) for k, v in data.items() if np.ndim(v) and len(v) == n}
+        uniq = None
+    else:
+        qvals = np.asarray(data[query_key])
+        uniq, first_idx, inverse = np.unique(qvals, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
+        # Deduplicate by raw id, then map: two different unknown ids stay two missing positives.
+        raw_items, item_codes = np.unique(items, return_inverse=True)
+        item_codes = item_codes.reshape(-1)
+        code_to_index = mapper(raw_items)
+        # Candidate indices ascending, ids missing from the candidates (negative) last: the hit
+        # matrix's binary search then needs no in-graph sort.
+        positives = _padded([_in_search_order(code_to_index[np.unique(item_codes[order[bounds[q]:bounds[q + 1]]])])
+                             for q in range(len(uniq))])
+        features = {k: np.asarray(v)[first_idx] for k, v in data.items() if np.ndim(v) and len(v) == n}
     groups, names = {}, {}
     for key in user_group_keys:
         if group_names and key in group_names:
@@ -180,6 +345,8 @@ def group_queries(data: Mapping[str, np.ndarray], query_key: str, item_key: str,
                 raise KeyError(f"{argument}: the seen-interactions data has no {key!r}; "
                                f"available keys: {sorted(exclude_seen)}")
         seen_q = np.asarray(exclude_seen[query_key])
+        if seen_q.ndim != 1:
+            raise ValueError(f"exclude_seen: {query_key!r} has shape {seen_q.shape}; it must be 1-D like query_key")
         seen_items = mapper(np.asarray(exclude_seen[item_key]))
         pos_of = {q: i for i, q in enumerate(uniq.tolist())}
         lists: list[list[int]] = [[] for _ in range(len(uniq))]
@@ -194,21 +361,73 @@ def group_queries(data: Mapping[str, np.ndarray], query_key: str, item_key: str,
 # ------------------------------------------------------------------ evaluator
 
 
+def _is_tfrs_model(model) -> bool:
+    try:
+        import tensorflow_recommenders as tfrs  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - tfrs is a dependency
+        return False
+    return isinstance(model, tfrs.models.Model)
+
+
+@contextlib.contextmanager
+def _cross_replica_state():
+    """Metric state that the evaluation step may update in a strategy's cross-replica context.
+
+    Keras metrics created inside a `tf.distribute` strategy scope (``fit`` runs callbacks
+    inside one) get ``ON_READ`` variables, which refuse ``assign_add`` outside a replica
+    context. The evaluation runs once, not once per replica, so its state is one plain
+    variable per metric on the strategy's first device, as without a strategy.
+    """
+    if not tf.distribute.has_strategy():
+        yield
+        return
+    try:
+        # What the strategies' variable creators take for "one plain variable on this device".
+        from tensorflow.python.distribute.numpy_dataset import SingleDevice  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - moved in a future TensorFlow: the state stays as Keras makes it
+        yield
+        return
+    device = SingleDevice(tf.distribute.get_strategy().extended.worker_devices[0])
+
+    def creator(next_creator, **kwargs):
+        kwargs["colocate_with"] = device
+        return next_creator(**kwargs)
+
+    with tf.variable_creator_scope(creator):
+        yield
+
+
+def _copy(features):
+    """A fresh dict for each tower call: towers that ``pop`` features must not change ours."""
+    return dict(features) if isinstance(features, dict) else features
+
+
 class TopKEvaluator:
     """Reusable one-pass evaluation: build once, `run(model)` whenever you like.
 
-    `evaluate` is a one-shot wrapper; `tfrs_diag.callbacks.BeyondAccuracy` keeps one
-    evaluator so its compiled step is traced once for the whole training.
+    `evaluate` is a one-shot wrapper and documents the arguments;
+    `tfrs_diag.callbacks.BeyondAccuracy` keeps one evaluator so its compiled step is traced
+    once for the whole training. ``data``, ``candidates`` and ``exclude_seen`` are
+    converted to numpy once, here; queries and their batches are built at the first `run`.
+
+    >>> from tfrs_diag import datasets, models
+    >>> data = datasets.synthetic(num_users=30, num_items=40, num_interactions=400)
+    >>> model = models.TwoTowerModel(data.users["user_id"], data.items["item_id"], embedding_dim=8)
+    >>> evaluator = TopKEvaluator(data.items["item_id"], data.test, k=5, query_key="user_id",
+    ...                           item_key="item_id", query_model="user_model", candidate_model="item_model")
+    >>> evaluator.run(model).ks
+    (5,)
     """
 
-    def __init__(self, candidates, data: Mapping[str, np.ndarray], k: Sequence[int] | int = (10, 100), *,
-                 query_key: str | None = None, item_key: str | None = None,
+    def __init__(self, candidates, data, k: Sequence[int] | int = (10, 100), *,
+                 query_key: str | None = None, item_key: str | None = None, query_features=None,
+                 query_model=None, candidate_model=None,
                  user_group_keys: Sequence[str] = (), user_group_names: Mapping[str, Sequence[str]] | None = None,
                  item_groups=None, item_group_names: Sequence[str] | None = None,
                  item_popularity=None, item_is_head=None, exclude_seen=None, batch_size: int = 1024,
                  diversity_embeddings: bool = True):
         ks = check_ks(k)
-        cand_ids = np.asarray(candidates)
+        cand_ids = as_ids(candidates, "candidates")
         self.mapper = IdMapper(cand_ids)
         self.candidate_ids = cand_ids
         n = self.mapper.size
@@ -219,11 +438,16 @@ class TopKEvaluator:
         if isinstance(user_group_keys, str):
             user_group_keys = (user_group_keys,)
         self.query_key, self.item_key = query_key, item_key
+        self.query_features = normalize_query_features(query_features)
+        if exclude_seen is not None and query_key is None and self.query_features is not None:
+            raise ValueError("exclude_seen: needs query_key, the 1-D id that links the seen interactions to the "
+                             "evaluation queries; with query_features and no query_key every row is its own query")
+        self.query_model, self.candidate_model = query_model, candidate_model
         self.batch_size = int(batch_size)
-        self._data = data
+        self._data = as_feature_dict(data, "data")
         self._user_group_keys = tuple(user_group_keys)
         self._user_group_names = user_group_names
-        self._exclude_seen = exclude_seen
+        self._exclude_seen = None if exclude_seen is None else as_feature_dict(exclude_seen, "exclude_seen")
         self.item_popularity = None if item_popularity is None else np.asarray(item_popularity, np.float64)
         self.item_is_head = item_is_head
         self.diversity_embeddings = diversity_embeddings
@@ -242,19 +466,24 @@ class TopKEvaluator:
 
     # -- helpers
     def _resolve_keys(self, model):
-        qk = self.query_key or getattr(model, "user_key", None) or getattr(model, "query_key", None)
+        qk, qf = self.query_key, self.query_features
+        if qk is None and qf is None:
+            qk = getattr(model, "user_key", None) or getattr(model, "query_key", None)
         ik = self.item_key or getattr(model, "item_key", None) or getattr(model, "candidate_key", None)
-        if qk is None or ik is None:
-            raise ValueError("query_key and item_key: name the query and item features of the data "
-                             "(e.g. query_key='user_id', item_key='item_id')")
-        return qk, ik
+        if ik is None:
+            raise ValueError("item_key: name the item id feature of the data (e.g. item_key='movie_title')")
+        if qk is None and qf is None:
+            raise ValueError("query_key: name the query id feature of the data (e.g. query_key='user_id'), or pass "
+                             "query_features, the feature(s) the query tower takes (without query_key every row "
+                             "is then its own query, e.g. query_features='context_movie_id')")
+        return qk, ik, qf if qf is not None else qk
 
     def queries(self, model) -> Queries:
         if self._queries is None:
-            qk, ik = self._resolve_keys(model)
-            self.query_key, self.item_key = qk, ik
+            qk, ik, qf = self._resolve_keys(model)
             self._queries = group_queries(self._data, qk, ik, self.mapper, self._user_group_keys,
-                                          self._exclude_seen, self._user_group_names)
+                                          self._exclude_seen, self._user_group_names, query_features=qf)
+            self.query_key, self.item_key, self.query_features = qk, ik, qf
         return self._queries
 
     def _metrics(self, item_embeddings, q: Queries):
@@ -269,28 +498,53 @@ class TopKEvaluator:
             metrics[f"group:{key}"] = UserGroupAccuracy(self.ks, q.group_names[key], name=f"by_{key}")
         return metrics
 
+    def query_tower(self, model, query_model=None):
+        """The query tower: ``query_model`` (or the constructor's), else a tower attribute of
+        ``model`` (`QUERY_TOWERS`), else ``model`` itself when it is not a `tfrs.Model`."""
+        tower = resolve_tower(model, query_model if query_model is not None else self.query_model,
+                              QUERY_TOWERS, "query_model")
+        if tower is None:
+            if _is_tfrs_model(model) or not callable(model):
+                raise _missing_tower(model, "query_model", QUERY_TOWERS)
+            tower = model
+        return tower
+
+    def candidate_tower(self, model, candidate_model=None):
+        """The candidate tower: ``candidate_model`` (or the constructor's), else a tower
+        attribute of ``model`` (`CANDIDATE_TOWERS`)."""
+        tower = resolve_tower(model, candidate_model if candidate_model is not None else self.candidate_model,
+                              CANDIDATE_TOWERS, "candidate_model")
+        if tower is None:
+            raise _missing_tower(model, "candidate_model", CANDIDATE_TOWERS, " (or candidate_embeddings=)")
+        return tower
+
     def candidate_embeddings(self, model, candidate_model=None) -> tf.Tensor:
         """Embeddings of every candidate, computed once per evaluation (in chunks)."""
-        tower = candidate_model or _tower(model, _CANDIDATE_TOWERS)
-        if tower is None:
-            raise ValueError("candidate_model: pass the candidate tower (or candidate_embeddings) when the "
-                             "model has no item_model/candidate_model attribute")
-        return tf.concat([tower(tf.constant(self.candidate_ids[i:i + 8192]))
+        tower = self.candidate_tower(model, candidate_model)
+        return tf.concat([tf.cast(tower(tf.constant(self.candidate_ids[i:i + 8192])), tf.float32)
                           for i in range(0, len(self.candidate_ids), 8192)], axis=0)
 
-    def run(self, model_or_query_tower, candidate_model=None, candidate_embeddings=None) -> EvaluationResult:
-        """Evaluates ``model_or_query_tower`` (a TFRS model with towers, or a query tower)."""
+    def run(self, model_or_query_tower, candidate_model=None, candidate_embeddings=None, *,
+            query_model=None) -> EvaluationResult:
+        """Evaluates ``model_or_query_tower`` (a TFRS model with towers, or a query tower).
+
+        ``query_model``/``candidate_model`` (a tower, or the name of the model's attribute)
+        override the constructor's; ``candidate_embeddings`` ([num candidates, d]) skips
+        the candidate tower.
+        """
         model = model_or_query_tower
-        query_tower = _tower(model, _QUERY_TOWERS) or model
+        query_tower = self.query_tower(model, query_model)
         q = self.queries(model)
         if candidate_embeddings is None:
             candidate_embeddings = self.candidate_embeddings(model, candidate_model)
         cand = tf.convert_to_tensor(candidate_embeddings, tf.float32)
-        if cand.shape[0] != self.mapper.size:
-            raise ValueError(f"candidate_embeddings has {cand.shape[0]} rows for {self.mapper.size} candidate ids")
-        key = (query_tower, tuple(cand.shape))
+        if cand.shape.rank != 2 or cand.shape[0] != self.mapper.size:
+            raise ValueError(f"candidate_embeddings has shape {cand.shape}; it needs one row per candidate id "
+                             f"({self.mapper.size})")
+        key = (query_tower, tuple(cand.shape), tf.distribute.get_strategy())
         if self._step is None or self._step[0] != key:
-            self._step = (key, self._build_step(query_tower, cand if self.diversity_embeddings else None, q))
+            with _cross_replica_state():
+                self._step = (key, self._build_step(query_tower, cand if self.diversity_embeddings else None, q))
         _, (step_fn, metrics, reader) = self._step
         batches = self._batches(q)
         for i, (features, positives, groups, exclude) in enumerate(batches):
@@ -303,15 +557,17 @@ class TopKEvaluator:
     def _batches(self, q: Queries) -> list:
         """The query batches as tensors, built once: they are the same at every evaluation."""
         if self._batch_tensors is None:
-            query_input = q.features[self.query_key]
+            names = self.query_features
             batches = []
-            for lo in range(0, len(query_input), self.batch_size):
+            for lo in range(0, len(q.positives), self.batch_size):
                 sl = slice(lo, lo + self.batch_size)
+                features = (tf.constant(q.features[names][sl]) if isinstance(names, str)
+                            else {name: tf.constant(q.features[name][sl]) for name in names})
                 # Positives are left-aligned: trim each batch to its own widest row.
                 width = max(1, int((q.positives[sl] != PAD).sum(axis=1).max()))
                 groups = {key: tf.constant(q.groups[key][sl]) for key in self._user_group_keys}
                 exclude = tf.constant(q.exclude[sl]) if q.exclude is not None else None
-                batches.append((tf.constant(query_input[sl]), tf.constant(q.positives[sl, :width]), groups, exclude))
+                batches.append((features, tf.constant(q.positives[sl, :width]), groups, exclude))
             self._batch_tensors = batches
         return self._batch_tensors
 
@@ -330,7 +586,7 @@ class TopKEvaluator:
 
         def step(features, cand, positives, groups, exclude, first, last):
             rare_cond(first, lambda: begin(cand), lambda: tf.constant(False))
-            top = top_k(query_tower(features), cand, k_max, exclude)
+            top = top_k(query_tower(_copy(features)), cand, k_max, exclude)
             with positives_in_search_order():  # group_queries orders them (_in_search_order)
                 for key, m in metrics.items():
                     m.update_state(top.indices, positives, groups[key[6:]] if key.startswith("group:") else None,
@@ -421,21 +677,22 @@ def collect_results(metrics: Mapping[str, Any], ks: Sequence[int],
     return EvaluationResult(flat, tables, item_rows, tuple(ks), queries, missing, lorenz)
 
 
-def evaluate(model_or_query_tower, candidates, data: Mapping[str, np.ndarray], k: Sequence[int] | int = (10, 100),
+def evaluate(model_or_query_tower, candidates, data, k: Sequence[int] | int = (10, 100),
              *, user_group_keys: Sequence[str] = (), item_groups=None, item_popularity=None, item_is_head=None,
-             exclude_seen: Mapping[str, np.ndarray] | None = None, query_key: str | None = None,
-             item_key: str | None = None, candidate_model=None, candidate_embeddings=None,
-             batch_size: int = 1024, **kwargs) -> EvaluationResult:
+             exclude_seen=None, query_key: str | None = None, item_key: str | None = None,
+             query_features: str | Sequence[str] | None = None, query_model=None, candidate_model=None,
+             candidate_embeddings=None, batch_size: int = 1024, **kwargs) -> EvaluationResult:
     """Top-K accuracy, diversity, popularity bias, exposure and user-group fairness in one pass.
 
     Args:
-      model_or_query_tower: a TFRS retrieval model with a query tower (``query_model`` /
-        ``user_model``) and a candidate tower (``candidate_model`` / ``item_model``), or a
+      model_or_query_tower: a TFRS retrieval model with a query and a candidate tower, or a
         query tower (then pass ``candidate_model`` or ``candidate_embeddings``).
-      candidates: 1-D array of candidate item ids (the catalog), aligned with
-        ``item_groups``, ``item_popularity`` and ``candidate_embeddings``.
-      data: evaluation interactions as a feature dict (e.g. ``dataset.test``): one row per
-        (query, relevant item); rows with the same ``query_key`` form one query.
+      candidates: the catalog: a 1-D array of candidate item ids, or a `tf.data.Dataset` of
+        ids, batched or not (e.g. the tutorials' ``movies = ...map(lambda x: x["movie_title"])``);
+        aligned with ``item_groups``, ``item_popularity`` and ``candidate_embeddings``.
+      data: evaluation interactions, one row per (query, relevant item): a feature dict of
+        arrays (e.g. ``dataset.test``) or a `tf.data.Dataset` of feature dicts, batched (with
+        or without ``drop_remainder``) or not. Converted to numpy once.
       k: one K or several; all come from one search of the largest K (clamped to the
         catalog size with a warning).
       user_group_keys: features of ``data`` whose values define user groups (e.g.
@@ -443,22 +700,68 @@ def evaluate(model_or_query_tower, candidates, data: Mapping[str, np.ndarray], k
       item_groups: group label per candidate (e.g. category) for exposure shares.
       item_popularity: phi(i) per candidate, share of training interactions (novelty,
         ARP, APLT, PopRSP, PopREO); ``item_is_head`` overrides the 80% head rule.
-      exclude_seen: training interactions (feature dict with the query and item keys):
-        each query's seen items are left out of its top-K.
-      query_key, item_key: feature names of the query id and item id (default: the
-        model's ``user_key``/``item_key`` attributes).
+      exclude_seen: training interactions (feature dict or dataset with the query and item
+        keys): each query's seen items are left out of its top-K. Needs ``query_key``.
+      query_key: the 1-D id queries are grouped by: rows with the same value form one query
+        whose positives are their items, and the query tower sees the first row's features.
+        Default: the model's ``user_key``/``query_key`` attribute, unless ``query_features``
+        is given; then, without ``query_key``, every row is its own query (e.g. a sequence
+        of watched items and the next item).
+      item_key: the feature holding each row's relevant item id (default: the model's
+        ``item_key``/``candidate_key`` attribute).
+      query_features: what the query tower takes: one feature name (the tower gets that
+        tensor, which may be multi-dimensional, e.g. ``"context_movie_id"`` of shape
+        [n, 5]) or a sequence of names (the tower gets a dict of tensors, e.g.
+        ``("user_id", "timestamp")``). Default: ``query_key``.
+      query_model: the query tower, or the name (dotted path) of the model's attribute
+        that holds it. Default: the first of `QUERY_TOWERS` the model has (``query_model``,
+        ``user_model``, ``_query_model``, ``query_tower``, ``user_tower``, ...), else
+        ``model_or_query_tower`` itself unless it is a `tfrs.Model`.
+      candidate_model: the candidate tower or its attribute name. Default: the first of
+        `CANDIDATE_TOWERS` (``candidate_model``, ``item_model``, ``movie_model``,
+        ``_candidate_model``, ``candidate_tower``, ``item_tower``, ...). A model without
+        a known tower raises a ValueError listing its Keras layer attributes.
+      candidate_embeddings: [num candidates, d] embeddings to use instead of the
+        candidate tower.
+      batch_size: queries per top-K step.
+      **kwargs: more `TopKEvaluator` arguments (``user_group_names``,
+        ``item_group_names``, ``diversity_embeddings``).
+
+    Towers get copies of the feature dicts, so a tower that pops features changes
+    nothing. Inside a `tf.distribute` strategy scope the evaluation runs once (not per
+    replica) and gives the one-device values.
 
     Returns:
       an `EvaluationResult`: a mapping of metric names (``ndcg_at_10``,
       ``coverage_at_100``, ``user_group/ndcg_at_10_gap``, ...) to floats, with per-group
       tables; ``print(result)`` shows a table.
+
+    The TFRS README quickstart's model (towers ``user_model`` and ``movie_model``, found by
+    name) on a dataset of ratings and a dataset of titles:
+
+    >>> import numpy as np, tensorflow as tf, tensorflow_recommenders as tfrs
+    >>> users, titles = np.array(["u1", "u2", "u3"]), np.array(["a", "b", "c", "d"])
+    >>> class MovieLensModel(tfrs.Model):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.user_model = tf.keras.Sequential([tf.keras.layers.StringLookup(vocabulary=users),
+    ...                                                tf.keras.layers.Embedding(4, 8)])
+    ...         self.movie_model = tf.keras.Sequential([tf.keras.layers.StringLookup(vocabulary=titles),
+    ...                                                 tf.keras.layers.Embedding(5, 8)])
+    ...         self.task = tfrs.tasks.Retrieval()
+    >>> ratings = tf.data.Dataset.from_tensor_slices({"user_id": ["u1", "u1", "u2", "u3"],
+    ...                                               "movie_title": ["a", "c", "b", "d"]})
+    >>> movies = tf.data.Dataset.from_tensor_slices(titles)
+    >>> result = evaluate(MovieLensModel(), movies, ratings, k=2, query_key="user_id", item_key="movie_title")
+    >>> result.queries, 0.0 <= result["recall_at_2"] <= 1.0
+    (3, True)
     """
     evaluator = TopKEvaluator(candidates, data, k, query_key=query_key, item_key=item_key,
-                              user_group_keys=user_group_keys, item_groups=item_groups,
-                              item_popularity=item_popularity, item_is_head=item_is_head,
+                              query_features=query_features, query_model=query_model,
+                              candidate_model=candidate_model, user_group_keys=user_group_keys,
+                              item_groups=item_groups, item_popularity=item_popularity, item_is_head=item_is_head,
                               exclude_seen=exclude_seen, batch_size=batch_size, **kwargs)
-    return evaluator.run(model_or_query_tower, candidate_model=candidate_model,
-                         candidate_embeddings=candidate_embeddings)
+    return evaluator.run(model_or_query_tower, candidate_embeddings=candidate_embeddings)
 
 
 def evaluate_ranking(scores, candidates, labels, k: Sequence[int] | int = (5, 10), *, num_items: int,

@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from typing import Mapping, Sequence
 
-import numpy as np
-
 from tfrs_diag import summary as S
 from tfrs_diag._keras import tf
 from tfrs_diag.evaluation import EvaluationResult, TopKEvaluator
@@ -48,11 +46,21 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
 
     Args:
       log_dir: TensorBoard log directory.
-      data: held-out interactions (feature dict), e.g. ``dataset.test``.
-      candidates: candidate item ids (the catalog).
+      data: held-out interactions: a feature dict of arrays (e.g. ``dataset.test``) or a
+        `tf.data.Dataset` of feature dicts, batched or not; converted to numpy once.
+      candidates: the catalog: candidate item ids, or a `tf.data.Dataset` of ids (e.g.
+        the tutorials' ``movies``).
       k, user_group_keys, item_groups, item_popularity, exclude_seen, query_key,
-        item_key: as in `tfrs_diag.evaluate`.
+        item_key, query_features: as in `tfrs_diag.evaluate` (``query_features`` names
+        the feature(s) the query tower takes; with it and no ``query_key`` every row is
+        its own query).
+      query_model, candidate_model: the towers, or the names of the model's attributes
+        that hold them (e.g. ``query_model="_query_model"``); by default the tutorials'
+        names are looked for (`tfrs_diag.evaluation.QUERY_TOWERS`, `CANDIDATE_TOWERS`).
       composite: optional `CompositeScore` (or its weights dict).
+
+    Under `tf.distribute.MirroredStrategy` (``fit`` inside ``strategy.scope()``) the
+    evaluation runs once per epoch, not per replica, with the one-device values.
 
     Example:
 
@@ -60,13 +68,20 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
     ...     k=(10, 100), user_group_keys=("user_group",), item_popularity=data.item_popularity)
     >>> stop = tf.keras.callbacks.EarlyStopping("val_ndcg_at_10", mode="max", patience=2)  # doctest: +SKIP
     >>> model.fit(train_ds, epochs=20, callbacks=[cb, stop])                              # doctest: +SKIP
+
+    The sequential retrieval tutorial's model (towers ``_query_model``/``_candidate_model``,
+    found by name; each row's query is its watch history):
+
+    >>> cb = tfrs_diag.callbacks.BeyondAccuracy("logs/seq", test_ds, unique_movie_ids,  # doctest: +SKIP
+    ...     k=(10,), query_features="context_movie_id", item_key="label_movie_id")
     """
 
-    def __init__(self, log_dir: str, data: Mapping[str, np.ndarray], candidates, *, every_n_epochs: int = 1,
+    def __init__(self, log_dir: str, data, candidates, *, every_n_epochs: int = 1,
                  k: Sequence[int] | int = (10, 100), user_group_keys: Sequence[str] = (),
                  user_group_names: Mapping[str, Sequence[str]] | None = None, item_groups=None,
                  item_group_names: Sequence[str] | None = None, item_popularity=None, item_is_head=None,
                  exclude_seen=None, query_key: str | None = None, item_key: str | None = None,
+                 query_features: str | Sequence[str] | None = None, query_model=None, candidate_model=None,
                  composite: CompositeScore | Mapping[str, float] | None = None, alert_metric: str | None = None,
                  fairness_ratio: float = 0.8, exposure_gini: float = 0.9, batch_size: int = 1024,
                  run: str = "validation", verbose: int = 1):
@@ -78,6 +93,8 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
         self.log_dir = S.check_log_dir(log_dir)
         self.every_n_epochs = every_n_epochs
         self.evaluator = TopKEvaluator(candidates, data, k, query_key=query_key, item_key=item_key,
+                                       query_features=query_features, query_model=query_model,
+                                       candidate_model=candidate_model,
                                        user_group_keys=user_group_keys, user_group_names=user_group_names,
                                        item_groups=item_groups, item_group_names=item_group_names,
                                        item_popularity=item_popularity, item_is_head=item_is_head,
@@ -97,6 +114,12 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
     @property
     def alerts(self) -> list[S.Alert]:
         return list(self.alert_log.history)
+
+    def on_train_begin(self, logs=None):
+        # Unknown towers or features fail before the first epoch, not after it.
+        self.evaluator.query_tower(self.model)
+        self.evaluator.candidate_tower(self.model)
+        self.evaluator.queries(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every_n_epochs:
