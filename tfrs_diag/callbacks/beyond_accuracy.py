@@ -7,6 +7,7 @@ from typing import Mapping, Sequence
 
 from tfrs_diag import summary as S
 from tfrs_diag._keras import tf
+from tfrs_diag._model_checks import check_xla_compatible
 from tfrs_diag.evaluation import EvaluationResult, TopKEvaluator
 from tfrs_diag.metrics.composite import CompositeScore
 
@@ -116,6 +117,7 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
         return list(self.alert_log.history)
 
     def on_train_begin(self, logs=None):
+        check_xla_compatible(self.model, "BeyondAccuracy")
         # Unknown towers or features fail before the first epoch, not after it.
         self.evaluator.query_tower(self.model)
         self.evaluator.candidate_tower(self.model)

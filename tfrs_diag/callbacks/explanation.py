@@ -8,6 +8,7 @@ import numpy as np
 
 from tfrs_diag import summary as S
 from tfrs_diag._keras import tf
+from tfrs_diag._model_checks import check_xla_compatible
 
 
 class ExplanationCallback(tf.keras.callbacks.Callback):
@@ -100,6 +101,9 @@ class ExplanationCallback(tf.keras.callbacks.Callback):
         if self.verbose:
             print(f"[tfrs_diag] epoch {(epoch or 0) + 1}: {attribution}", flush=True)
         return attribution
+
+    def on_train_begin(self, logs=None):
+        check_xla_compatible(self.model, "ExplanationCallback")
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every_n_epochs == 0:
