@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from werkzeug.test import Client
 
-from tfrs_diag import cli, summary
+from tfrs_diag import cli, recipes, schema, summary
 from tfrs_diag.metrics.fairness import lorenz_curve
 from tfrs_diag.tensorboard import plugin as P
 
@@ -38,7 +38,7 @@ def _train_logs(logdir: str) -> None:
     from tfrs_diag._keras import tf
     from tfrs_diag.callbacks import BeyondAccuracy
 
-    data = cli.load_data(None, num_interactions=3000, seed=0)
+    data = recipes.load_data(None, num_interactions=3000, seed=0)
     names = list(data.user_group_names)
     names[0] = XSS_GROUP
     beyond = BeyondAccuracy(logdir, data.test, data.items["item_id"], k=(10, 50), query_key="user_id",
@@ -49,8 +49,8 @@ def _train_logs(logdir: str) -> None:
     model = models.TwoTowerModel(data.users["user_id"], data.items["item_id"], embedding_dim=8)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1))
     ds = models.retrieval_dataset(data.train, batch_size=128, shuffle_seed=0)
-    cli._fit(model, ds, logdir, epochs=2, every_n_steps=5, histogram_every_n_steps=20, verbose=0,
-             extra_callbacks=[beyond])
+    recipes.fit_with_diagnostics(model, ds, logdir, epochs=2, every_n_steps=5, histogram_every_n_steps=20,
+                                 verbose=0, extra_callbacks=[beyond])
     summary.close_writer(logdir, "validation")
 
 
