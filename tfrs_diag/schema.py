@@ -481,6 +481,12 @@ def check_event_file(path: str, scan: FileScan | None = None) -> FileScan:
     scan.problem = None
     try:
         with open(path, "rb") as f:
+            if scan.end == 0:  # the first record says whether this is an event file at all
+                for _, raw in scan_records(f, scan):
+                    if not _is_first_event(raw):
+                        scan.problem = _NOT_EVENTS
+                        return scan
+                    break
             for _ in scan_records(f, scan, read_data=False):
                 pass
     except OSError as e:
@@ -526,19 +532,13 @@ def read_run(run_dir: str) -> RunData:
 
 def _read_event_file(path: str, run: RunData) -> list[str]:
     """Adds the values of one event file to ``run``; returns why parts of it were skipped."""
-    from google.protobuf.message import DecodeError
-    from tensorboard.compat.proto import event_pb2
-
     scan, bad_events, bad_records = FileScan(), [], []
     try:
         with open(path, "rb") as f:
             for offset, raw in scan_records(f, scan):
-                try:
-                    event = event_pb2.Event.FromString(raw)
-                except DecodeError:
-                    event = None
-                if offset == 0 and (event is None or not event.file_version.startswith("brain.Event:")):
-                    return ["not an event file (its first record is not a TensorBoard event)"]
+                event = _parse_event(raw)
+                if offset == 0 and not _is_first_event(raw, event):
+                    return [_NOT_EVENTS]
                 if event is None:
                     bad_events.append(offset)
                     continue
@@ -558,6 +558,26 @@ def _read_event_file(path: str, run: RunData) -> list[str]:
     return reasons
 
 
+_NOT_EVENTS = "not an event file (its first record is not a TensorBoard event)"
+
+
+def _parse_event(raw: bytes):
+    """The `Event` proto of one record, or None when it does not parse."""
+    from google.protobuf.message import DecodeError
+    from tensorboard.compat.proto import event_pb2
+
+    try:
+        return event_pb2.Event.FromString(raw)
+    except DecodeError:
+        return None
+
+
+def _is_first_event(raw: bytes, event=None) -> bool:
+    """True for the first record of an event file: an `Event` naming its file version."""
+    event = event if event is not None else _parse_event(raw)
+    return event is not None and event.file_version.startswith("brain.Event:")
+
+
 def _add_value(run: RunData, step: int, value) -> str | None:
     """Adds one summary value to ``run`` by kind; returns why it could not be read, if so."""
     from tensorboard.util import tensor_util
@@ -573,6 +593,6 @@ def _add_value(run: RunData, step: int, value) -> str | None:
             run.histograms.setdefault(value.tag, []).append((step, arr))
         elif plugin == PLUGIN_NAME:
             run.records.setdefault(value.tag, []).append((step, decode_record(arr)))
-    except (RecordError, TypeError, ValueError) as e:
+    except (RecordError, TypeError, ValueError, KeyError, IndexError) as e:
         return str(e) or type(e).__name__
     return None
