@@ -35,15 +35,13 @@ from _common import format_table, interleaved_order, log, machine_info, median, 
 
 def write_logs(logdir: str, steps: int, variables: int, every: int, evaluations: int) -> int:
     """Writes the synthetic run with TensorBoard's event writer (one event per step); returns values."""
-    import json
-
     import numpy as np
     from tensorboard.compat.proto import event_pb2, summary_pb2
     from tensorboard.plugins.scalar import metadata as scalar_md
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
     from tensorboard.util import tensor_util
 
-    from tfrs_diag import summary as S
+    from tfrs_diag import schema as S
 
     rng = np.random.default_rng(0)
     scalar_meta = scalar_md.create_summary_metadata(display_name=None, description=None)
@@ -56,7 +54,7 @@ def write_logs(logdir: str, steps: int, variables: int, every: int, evaluations:
                                          tensor=tensor_util.make_tensor_proto(np.float32(value)))
 
     def record(tag, rtype, payload):
-        body = json.dumps({"version": 1, "type": rtype, **payload})
+        body = S.encode_record(rtype, payload)
         return summary_pb2.Summary.Value(tag=tag, metadata=S.record_metadata(rtype),
                                          tensor=tensor_util.make_tensor_proto(body))
 

@@ -34,7 +34,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2: set bef
 
 import numpy as np  # noqa: E402
 
-from tfrs_diag.cli import example_setup, ranking_rmse, train_ranking  # noqa: E402
+from tfrs_diag.recipes import example_setup, ranking_rmse, train_ranking  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -17,7 +17,7 @@ What the diagnostics add to an ordinary TFRS training script is one callback:
     model.fit(train_ds, epochs=3, callbacks=[gradients])
     print(gradients.alerts)          # exploding / vanishing / non-finite gradients, if any
 
-`tfrs_diag.cli.train_retrieval` does exactly that for `tfrs_diag.models.TwoTowerModel`
+`tfrs_diag.recipes.train_retrieval` does exactly that for `tfrs_diag.models.TwoTowerModel`
 (the same routine `tfrs-diag demo` runs). After training, this script reports the top-100
 hit rate on the test split (the share of held-out interactions whose item is among the
 user's 100 highest-scoring items) next to what a random recommender would get.
@@ -29,7 +29,7 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2: set before TensorFlow loads
 
-from tfrs_diag.cli import TOP_K, example_setup, retrieval_hit_rate, train_retrieval  # noqa: E402
+from tfrs_diag.recipes import TOP_K, example_setup, retrieval_hit_rate, train_retrieval  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

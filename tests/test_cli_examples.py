@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from tfrs_diag import cli
+from tfrs_diag import cli, recipes, report
 from tfrs_diag.summary import RunData, read_run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ def test_demo_writes_gradient_logs_and_prints_tensorboard_command(tmp_path, caps
     assert len(runs) == 1, runs
     run = read_run(str(runs[0]))
     # Statistics are written at every multiple of the demo's cadence (10) the run reached.
-    n_train = len(cli.load_data(None, num_interactions=n).train["user_id"])
+    n_train = len(recipes.load_data(None, num_interactions=n).train["user_id"])
     total_steps = epochs * math.ceil(n_train / batch)
     steps = [s for s, _ in run.scalars["tfrs_diag/grad/global_norm"]]
     assert steps == list(range(10, total_steps + 1, 10)) and len(steps) >= 3
@@ -95,7 +95,7 @@ def test_bad_arguments_exit_2_with_one_line(argv, named, capsys):
                                          (["--seed", "-1"], "--seed")])
 def test_example_bad_arguments_exit_2_naming_the_option(argv, named, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        cli.example_setup(argv + ["--logdir", str(tmp_path)], "an example", logdir="unused", embedding_dim=8)
+        recipes.example_setup(argv + ["--logdir", str(tmp_path)], "an example", logdir="unused", embedding_dim=8)
     assert exit_info.value.code == 2 and named in capsys.readouterr().err
 
 
@@ -145,7 +145,7 @@ def test_gradient_report_combines_a_layers_variables():
         g + "update_ratio/mlp/dense/bias": [(20, 0.2)],
         g + "weight_norm/mlp/dense/bias": [(20, 4.0)],
     }
-    text = "\n".join(cli.gradient_report(RunData(scalars, {}, {})))
+    text = "\n".join(report.gradient_report(RunData(scalars, {}, {})))
     expected = math.sqrt(0.3**2 + 0.8**2) / 5.0
     row = next(line for line in text.splitlines() if line.strip().startswith("mlp/dense"))
     assert row.split()[1:] == ["1.5", f"{expected:.3g}"]
@@ -153,7 +153,7 @@ def test_gradient_report_combines_a_layers_variables():
 
 
 def test_gradient_report_without_statistics_says_so():
-    text = cli.gradient_report(RunData({}, {}, {}))
+    text = report.gradient_report(RunData({}, {}, {}))
     assert len(text) == 1 and "no gradient statistics" in text[0]
 
 
@@ -165,7 +165,7 @@ def test_retrieval_example_beats_a_random_recommender(tmp_path, capsys):
     metrics = example.main(["--num-interactions", "6000", "--batch-size", "256", "--epochs", "3",
                             "--logdir", str(tmp_path / "retrieval")])
     out = capsys.readouterr().out
-    num_items = cli.synthetic_sizes(6000)[1]
+    num_items = recipes.synthetic_sizes(6000)[1]
     assert metrics["random_hit_rate@100"] == pytest.approx(100 / num_items)
     # Observed 0.56-0.59 over seeds 0-2 against 0.44 for random.
     assert metrics["hit_rate@100"] > 1.15 * metrics["random_hit_rate@100"]
@@ -195,7 +195,7 @@ def test_ranking_example_beats_predicting_the_mean(tmp_path, capsys):
 
 @pytest.mark.movielens
 def test_movielens_carries_every_feature_the_examples_use(movielens_path):
-    data = cli.load_data(str(movielens_path))
+    data = recipes.load_data(str(movielens_path))
     for key in ("user_id", "item_id", "user_gender", "user_age_bucket", "item_category", "rating"):
         assert key in data.train and key in data.test
     assert data.num_items == 1682 and data.train["user_gender"].dtype.kind == "U"

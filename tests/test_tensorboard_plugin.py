@@ -4,9 +4,11 @@ real browser on a real `tensorboard` process."""
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -18,11 +20,12 @@ import numpy as np
 import pytest
 from werkzeug.test import Client
 
-from tfrs_diag import cli, summary
+from tfrs_diag import cli, recipes, schema, summary
 from tfrs_diag.metrics.fairness import lorenz_curve
 from tfrs_diag.tensorboard import plugin as P
 
 ROUTE = "/data/plugin/tfrs_diag/"
+INDEX_JS = os.path.join(os.path.dirname(P.__file__), "static", "index.js")
 XSS_GROUP = "<img src=x onerror=alert(1)>"
 XSS_FEATURE = "<script>alert(2)</script>"
 NAN_STEP = 30
@@ -38,7 +41,7 @@ def _train_logs(logdir: str) -> None:
     from tfrs_diag._keras import tf
     from tfrs_diag.callbacks import BeyondAccuracy
 
-    data = cli.load_data(None, num_interactions=3000, seed=0)
+    data = recipes.load_data(None, num_interactions=3000, seed=0)
     names = list(data.user_group_names)
     names[0] = XSS_GROUP
     beyond = BeyondAccuracy(logdir, data.test, data.items["item_id"], k=(10, 50), query_key="user_id",
@@ -49,8 +52,8 @@ def _train_logs(logdir: str) -> None:
     model = models.TwoTowerModel(data.users["user_id"], data.items["item_id"], embedding_dim=8)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1))
     ds = models.retrieval_dataset(data.train, batch_size=128, shuffle_seed=0)
-    cli._fit(model, ds, logdir, epochs=2, every_n_steps=5, histogram_every_n_steps=20, verbose=0,
-             extra_callbacks=[beyond])
+    recipes.fit_with_diagnostics(model, ds, logdir, epochs=2, every_n_steps=5, histogram_every_n_steps=20,
+                                 verbose=0, extra_callbacks=[beyond])
     summary.close_writer(logdir, "validation")
 
 
@@ -329,6 +332,37 @@ def test_plugin_is_registered_as_a_tensorboard_entry_point():
     assert P.RecsysDiagnosticsLoader in default.get_dynamic_plugins()
 
 
+def test_runs_hands_the_front_end_the_schema(client):
+    _, r = get(client, "runs")
+    sent = r.json["schema"]
+    assert sent == json.loads(json.dumps(schema.frontend_schema()))
+    assert sent["tags"]["alerts"] == summary.ALERT_TAG and sent["prefix"] == summary.PREFIX
+    assert [f["name"] for f in sent["families"]] == list(schema.FAMILIES)
+    # Every family the callbacks wrote is one the schema sends, under its prefix.
+    prefixes = {f["name"]: f["prefix"] for f in sent["families"]}
+    written = {fam for info in r.json["runs"].values() for fam in info["scalar_families"]}
+    assert written <= set(prefixes) and all(prefixes[f] == f"tfrs_diag/{f}/" for f in written)
+    assert r.json["skipped"] == []  # these logs are whole
+
+
+def test_front_end_spells_no_tag_and_asks_only_for_names_the_schema_has():
+    js = open(INDEX_JS, encoding="utf-8").read()
+    assert "tfrs_diag/" not in js  # not even in a comment: every tag comes from the runs route
+    keys = set(re.findall(r"tagOf\('([a-z_]+)'\)", js))
+    families = set(re.findall(r"familyPrefix\('([a-z_]+)'\)", js))
+    assert keys and keys <= set(schema.TAGS), keys - set(schema.TAGS)
+    assert families and families <= set(schema.FAMILIES), families - set(schema.FAMILIES)
+    # Record-type names the page branches on are the schema's.
+    used_types = set(re.findall(r"recordsOf\(data, '([a-z_]+)'\)", js))
+    assert used_types and used_types <= set(schema.RECORD_TYPES)
+
+
+def test_plugin_tag_names_come_from_the_schema():
+    source = open(P.__file__, encoding="utf-8").read()
+    assert not re.search(r"[\"']tfrs_diag/", source)
+    assert P.PER_VARIABLE_PREFIXES == schema.PER_VARIABLE_PREFIXES
+
+
 # ---------------------------------------------------------------- tfrs-diag report
 
 
@@ -355,6 +389,121 @@ def test_report_missing_or_empty_logdir(tmp_path, capsys):
     assert "is not a directory" in capsys.readouterr().err
     assert cli.main(["report", str(tmp_path)]) == 1
     assert "no tfrs_diag data" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- a killed run's logs
+
+
+def _killed_logs(logdir: str, foreign: bool) -> None:
+    """One alert and ten gradient norms, then the event file cut short as a killed writer leaves it,
+    beside a file of random bytes (and, with ``foreign``, a TFRecord file of something else)
+    named like event files."""
+    from tfrs_diag._keras import tf
+
+    log = summary.AlertLog(logdir, run="train", echo=False)
+    log.fire(summary.Alert("exploding_gradients", "warning", 3, 0, "tower/dense", "Lower the learning rate."))
+    with summary.writer_for(logdir, "train").as_default():
+        for step in range(10):
+            summary.write_scalar(schema.tag("grad", "layer_norm", "tower/dense"), 1.0 + step, step)
+    summary.close_writer(logdir, "train")
+    run_dir = os.path.join(logdir, "train")
+    (path,) = glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))
+    with open(path, "rb") as f:
+        whole = f.read()
+    with open(path, "wb") as f:
+        f.write(whole[:-7])
+    with open(os.path.join(run_dir, "events.out.tfevents.123.host"), "wb") as f:
+        f.write(np.random.default_rng(0).bytes(3000))
+    if foreign:
+        with tf.io.TFRecordWriter(os.path.join(run_dir, "events.out.tfevents.124.host")) as w:
+            w.write(b"\xff\xff\xff not an event")
+
+
+@pytest.fixture(scope="module")
+def killed_logdir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("killed_logs"))
+    _killed_logs(path, foreign=True)
+    return path
+
+
+def test_read_run_reads_what_a_killed_run_left_and_lists_the_rest(killed_logdir):
+    run = summary.read_run(os.path.join(killed_logdir, "train"))
+    # Everything before the cut: the alert and the nine whole gradient readings (the tenth was cut).
+    assert [(a["kind"], a["step"]) for a in run.alerts()] == [("exploding_gradients", 3)]
+    assert [s for s, _ in run.scalars["tfrs_diag/grad/layer_norm/tower/dense"]] == list(range(9))
+    reasons = dict(run.skipped)
+    assert set(reasons) == {os.path.basename(p) for p in glob.glob(os.path.join(killed_logdir, "train", "*"))}
+    assert reasons["events.out.tfevents.123.host"].startswith("not an event file")
+    assert reasons["events.out.tfevents.124.host"].startswith("not an event file")
+    (cut,) = [r for f, r in run.skipped if not f.endswith(".host")]
+    assert "cut short" in cut
+
+
+def test_report_of_a_killed_run_shows_what_is_readable_and_says_once_what_was_skipped(killed_logdir, capsys):
+    # Before: DecodeError on the foreign file (and only stderr warnings for the others).
+    assert cli.main(["report", killed_logdir]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "WARNING exploding_gradients (tower/dense, step 3" in out and "tower/dense" in out
+    assert "Gradient health per layer (reading of step 8)" in out
+    assert out.count("Skipped (3 unreadable parts") == 1
+    for name in ("events.out.tfevents.123.host", "events.out.tfevents.124.host"):
+        assert out.count(name) == 1
+    assert out.count("cut short") == 1 and "cut short" not in captured.err
+
+
+def test_report_of_only_unreadable_files_says_so_and_fails(tmp_path, capsys):
+    with open(tmp_path / "events.out.tfevents.123.host", "wb") as f:
+        f.write(b"\x01" * 100)
+    assert cli.main(["report", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "events.out.tfevents.123.host: not an event file" in captured.out
+    assert "no tfrs_diag data" in captured.err
+
+
+@pytest.mark.parametrize("load_fast", [False, True], ids=["load_fast=false", "load_fast=true"])
+def test_plugin_shows_a_killed_runs_data_and_names_the_skipped_files(tmp_path, load_fast):
+    logdir = str(tmp_path)
+    _killed_logs(logdir, foreign=False)  # TensorBoard's own Python loader raises on a foreign record
+    app = P.make_wsgi_app(logdir, load_fast=load_fast)
+    try:
+        c = _client(app)
+        for _ in range(100):  # the Rust data server loads in the background
+            code, r = get(c, "runs")
+            if r.json["runs"].get("train", {}).get("records"):
+                break
+            time.sleep(0.1)
+        skipped = {e["file"]: e for e in r.json["skipped"]}
+        assert skipped["events.out.tfevents.123.host"]["reason"].startswith("not an event file")
+        assert all(e["run"] == "train" and e["kind"] == "file" for e in skipped.values())
+        (cut,) = [e for f, e in skipped.items() if not f.endswith(".host")]
+        assert "cut short" in cut["reason"]
+        code, r = get(c, "overview", run="train")
+        assert code == 200
+        assert [a["kind"] for a in r.json["alerts"]] == ["exploding_gradients"]
+        assert r.json["gradients"]["layer_norm"]["rows"] == ["tower/dense"]
+        assert len(r.json["skipped"]) == 2
+    finally:
+        app.close()
+
+
+def test_file_checks_follow_a_growing_file(tmp_path):
+    writer = summary.writer_for(str(tmp_path), "train")
+    with writer.as_default():
+        summary.write_scalar(schema.tag("grad", "global_norm"), 1.0, 1)
+    summary.close_writer(str(tmp_path), "train")
+    (path,) = glob.glob(str(tmp_path / "train" / "events.out.tfevents.*"))
+    with open(path, "rb") as f:
+        records = f.read()
+    checks = P.EventFileChecks(str(tmp_path))
+    assert checks.skipped() == []
+    n = checks._scans[path][1].records
+    with open(path, "ab") as f:
+        f.write(records[:5])  # a writer in the middle of a record's header
+    assert "cut short" in checks.skipped()[0]["reason"]
+    with open(path, "ab") as f:
+        f.write(records[5:])  # the record (and the rest) now whole
+    assert checks.skipped() == [] and checks._scans[path][1].records == 2 * n
 
 
 # ---------------------------------------------------------------- a real browser on a real TensorBoard

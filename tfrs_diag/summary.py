@@ -1,9 +1,12 @@
-"""The summary schema: tag names, record payloads and the writers every part shares.
+"""The writers every diagnostic shares; the names they write are `tfrs_diag.schema`'s.
 
-Every tag starts with ``tfrs_diag/``. Numbers a person may want to plot are ordinary
-scalar or histogram summaries (the stock dashboards show them); structured records
-(alerts, tables) are tensor summaries owned by the ``tfrs_diag`` plugin
-(``DATA_CLASS_TENSOR``) holding a versioned JSON payload.
+Numbers a person may want to plot are ordinary scalar or histogram summaries (the stock
+dashboards show them); structured records (alerts, tables) are tensor summaries owned by
+the ``tfrs_diag`` plugin holding a versioned JSON payload (`tfrs_diag.schema`).
+
+The schema's names (`tag`, `Alert`, `read_run`, ...) are re-exported here, so code
+written against ``tfrs_diag.summary`` keeps working; new code imports them from
+``tfrs_diag.schema``.
 
 >>> import tfrs_diag.summary as s
 >>> s.tag("grad", "norm", "user_model/embedding/embeddings:0")
@@ -14,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
-import json
 import logging
 import os
 import re
@@ -27,44 +28,25 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from tfrs_diag._keras import tf
-
-PLUGIN_NAME = "tfrs_diag"
-PREFIX = "tfrs_diag/"
-SCHEMA_VERSION = 1
-ALERT_TAG = PREFIX + "alerts"
-FAMILIES = ("grad", "embed", "overfit", "rank", "fair", "div", "explain")
-
-# One vocabulary for every callback, the plugin and the report (DESIGN.md section 4).
-ALERT_KINDS = (
-    "nonfinite_gradients",
-    "exploding_gradients",
-    "vanishing_gradients",
-    "overfitting",
-    "one_epoch_overfitting",
-    "underfitting",
-    "embedding_collapse",
-    "embedding_memorization",
-    "dead_embedding_rows",
-    "fairness_gap",
-    "exposure_concentration",
+from tfrs_diag.schema import (  # noqa: F401  (re-exported: the callbacks import them from here)
+    ALERT_KINDS,
+    ALERT_TAG,
+    FAMILIES,
+    PLUGIN_NAME,
+    PREFIX,
+    SCHEMA_VERSION,
+    SEVERITIES,
+    Alert,
+    RunData,
+    clean_name,
+    encode_record,
+    expand_alert_records,
+    read_run,
+    record_metadata,
+    tag,
 )
-SEVERITIES = ("info", "warning", "critical")
 
 _logger = logging.getLogger("tfrs_diag")
-_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-/]")
-
-
-def clean_name(name: str) -> str:
-    """Makes a variable or layer name safe as a tag component (drops ``:0``)."""
-    name = re.sub(r":\d+$", "", name)
-    return _TAG_UNSAFE.sub("_", name).strip("/")
-
-
-def tag(family: str, *parts: str) -> str:
-    """Builds ``tfrs_diag/<family>/<part>/...`` from a schema family and name parts."""
-    if family not in FAMILIES:
-        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
-    return PREFIX + "/".join([family] + [clean_name(p) for p in parts])
 
 
 # ---------------------------------------------------------------- writers
@@ -392,73 +374,13 @@ def write_histogram(tag_: str, edges: np.ndarray, counts: np.ndarray, step: int)
     _guarded(lambda: tf.summary.write(tag_, tf.constant(data), step=int(step), metadata=histogram_metadata()))
 
 
-def record_metadata(record_type: str):
-    """SummaryMetadata for a tfrs_diag JSON record (plugin-owned, DATA_CLASS_TENSOR)."""
-    from tensorboard.compat.proto import summary_pb2
-
-    content = json.dumps({"version": SCHEMA_VERSION, "type": record_type}).encode()
-    return summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=PLUGIN_NAME, content=content),
-        data_class=summary_pb2.DATA_CLASS_TENSOR,
-    )
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (np.floating, float)):
-        x = float(x)
-        return x if np.isfinite(x) else str(x)  # JSON has no NaN/Inf
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
-
-
 def write_record(tag_: str, record_type: str, payload: Mapping[str, Any], step: int) -> None:
     """Writes a versioned JSON record as a tfrs_diag tensor summary."""
-    body = {"version": SCHEMA_VERSION, "type": record_type, **_jsonable(payload)}
-    text = tf.constant(json.dumps(body, sort_keys=True))
+    text = tf.constant(encode_record(record_type, payload))
     _guarded(lambda: tf.summary.write(tag_, text, step=int(step), metadata=record_metadata(record_type)))
 
 
 # ---------------------------------------------------------------- alerts
-
-
-@dataclasses.dataclass
-class Alert:
-    """One diagnosis, with one sentence that says what to try.
-
-    ``status`` is "firing" when raised and "cleared" when the condition went away.
-    """
-
-    kind: str
-    severity: str
-    step: int
-    epoch: int | None
-    subject: str
-    message: str
-    evidence: dict[str, Any] = dataclasses.field(default_factory=dict)
-    status: str = "firing"
-
-    def __post_init__(self):
-        if self.kind not in ALERT_KINDS:
-            raise ValueError(f"alert kind must be one of {ALERT_KINDS}, got {self.kind!r}")
-        if self.severity not in SEVERITIES:
-            raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(dataclasses.asdict(self))
-
-    def __str__(self) -> str:
-        where = f"step {self.step}" + (f", epoch {self.epoch}" if self.epoch is not None else "")
-        verb = "cleared" if self.status == "cleared" else self.severity.upper()
-        return f"[tfrs_diag {verb}] {self.kind} ({self.subject}, {where}): {self.message}"
 
 
 class AlertLog:
@@ -523,79 +445,8 @@ class AlertLog:
 # ---------------------------------------------------------------- reading back
 
 
-@dataclasses.dataclass
-class RunData:
-    """What a run's event files hold, as plain Python (for tests and the report)."""
-
-    scalars: dict[str, list[tuple[int, float]]]
-    histograms: dict[str, list[tuple[int, np.ndarray]]]
-    records: dict[str, list[tuple[int, dict]]]
-
-    def alerts(self) -> list[dict]:
-        return expand_alert_records(self.records.get(ALERT_TAG, []))
-
-
-def expand_alert_records(records: Iterable[tuple[int, Mapping[str, Any]]]) -> list[dict]:
-    """The alerts in ``(step, record)`` pairs of ``tfrs_diag/alerts``, each once, by step.
-
-    A record holds one alert and, under ``earlier_at_step``, the alerts written before it
-    at the same record step (TensorBoard may keep only the last record of a step); this
-    flattens them, drops repeats and orders them by the alerts' own steps (stable), so
-    every reader sees the same list.
-    """
-    out: list[dict] = []
-    seen: set[str] = set()
-    for _, record in sorted(records, key=lambda sr: sr[0]):
-        nested = record.get("earlier_at_step") or []
-        top = {k: v for k, v in record.items() if k != "earlier_at_step"}
-        for alert in [*nested, top]:
-            alert = {k: v for k, v in alert.items() if k not in ("version", "type")}
-            key = json.dumps(alert, sort_keys=True)
-            if key not in seen:
-                seen.add(key)
-                out.append(alert)
-    return sorted(out, key=lambda a: a.get("step") if isinstance(a.get("step"), int) else 0)
-
-
-def _records(path: str) -> Iterable[bytes]:
-    """The records of one event file; a truncated last record (the disk filled up) ends it."""
-    it = iter(tf.data.TFRecordDataset(path))
-    while True:
-        try:
-            raw = next(it)
-        except StopIteration:
-            return
-        except tf.errors.DataLossError as e:
-            _logger.warning("tfrs_diag: %s ends in a truncated record (%s); read up to it", path, _describe(e))
-            return
-        yield raw.numpy()
-
-
-def read_run(run_dir: str) -> RunData:
-    """Reads every event file in ``run_dir`` (not recursive) into a `RunData`."""
-    from tensorboard.compat.proto import event_pb2
-
-    scalars: dict[str, list] = {}
-    histograms: dict[str, list] = {}
-    records: dict[str, list] = {}
-    for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
-        for raw in _records(path):
-            event = event_pb2.Event.FromString(raw)
-            for value in event.summary.value:
-                plugin = value.metadata.plugin_data.plugin_name
-                arr = tf.make_ndarray(value.tensor) if value.HasField("tensor") else None
-                if plugin == "scalars" or value.HasField("simple_value"):
-                    v = value.simple_value if value.HasField("simple_value") else float(arr)
-                    scalars.setdefault(value.tag, []).append((event.step, float(v)))
-                elif plugin == "histograms":
-                    histograms.setdefault(value.tag, []).append((event.step, arr))
-                elif plugin == PLUGIN_NAME:
-                    text = arr.item() if arr.shape == () else arr.reshape(-1)[0]
-                    records.setdefault(value.tag, []).append((event.step, json.loads(text)))
-    return RunData(scalars, histograms, records)
-
-
 def iter_alerts(run_dirs: Iterable[str]) -> list[dict]:
+    """Every alert of the run directories ``run_dirs`` (`read_run` each, then `RunData.alerts`)."""
     out: list[dict] = []
     for d in run_dirs:
         out.extend(read_run(d).alerts())

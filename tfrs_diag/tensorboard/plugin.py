@@ -14,6 +14,9 @@ only through TensorBoard's data provider, so it works with the default ``--load_
 Routes (under ``/data/plugin/tfrs_diag/``), all JSON except the page and static files:
 
 - ``runs``: runs with tfrs_diag data, their record tags (by type) and scalar families;
+  the ``schema`` (tag prefixes, families and their labels, record types: the front end
+  spells no tag of its own) and ``skipped``: event files under the logdir that could
+  not be read whole (a killed writer's last record, a file that is not an event file);
 - ``overview?run=R``: what the page draws for one run: alerts, the gradient heatmap,
   every scalar series except per-variable gradient ones (downsampled), the records
   (tables, Lorenz curves, explanations), the newest histogram of each histogram tag;
@@ -23,14 +26,15 @@ Routes (under ``/data/plugin/tfrs_diag/``), all JSON except the page and static 
 - ``static/<file>``: the front end (only files shipped in ``static/``).
 
 Bad or unknown ``run``/``tag``/``prefix``/``max_points`` get 400; any other static path
-404. Nothing is read from disk but the shipped static files.
+404. Nothing is read from disk but the shipped static files and, for ``skipped``, the
+framing of the logdir's event files (`tfrs_diag.schema.check_event_file`, resumed where
+the last check ended).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import math
 import mimetypes
 import os
@@ -43,7 +47,8 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
-from tfrs_diag.summary import ALERT_TAG, PLUGIN_NAME, PREFIX, expand_alert_records
+from tfrs_diag import schema
+from tfrs_diag.schema import ALERT_TAG, PER_VARIABLE_PREFIXES, PLUGIN_NAME, PREFIX, expand_alert_records, family_of
 
 SCALARS_PLUGIN = "scalars"
 HISTOGRAMS_PLUGIN = "histograms"
@@ -56,10 +61,7 @@ HEATMAP_COLUMNS = 120
 OVERVIEW_RECORDS = 50
 #: Histogram tags whose newest histogram the overview carries.
 MAX_HISTOGRAMS = 100
-#: Per-variable families left out of the overview (hundreds of tags on a big model).
-PER_VARIABLE_PREFIXES = tuple(PREFIX + f for f in (
-    "grad/norm/", "grad/max_abs/", "grad/zero_fraction/", "grad/weight_norm/", "grad/update_ratio/"))
-LAYER_NORM_PREFIX = PREFIX + "grad/layer_norm/"
+LAYER_NORM_PREFIX = schema.TAGS["grad_layer_norm"]
 _STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 _STATIC_ROUTE = "/static/"
 _MAX_PARAM = 1024
@@ -151,11 +153,6 @@ def heatmap(series: Mapping[str, Sequence[tuple[int, float]]], columns: int = HE
     return {"rows": rows, "bins": bins, "values": values, "nonfinite": nonfinite}
 
 
-def family_of(tag: str) -> str:
-    """``tfrs_diag/<family>/...`` -> ``<family>`` (``alerts`` for the alert tag)."""
-    return tag[len(PREFIX):].split("/", 1)[0]
-
-
 def _check_text(name: str, value: str | None, *, required: bool = True) -> str | None:
     if value is None or value == "":
         if required:
@@ -212,6 +209,7 @@ class LogReader:
         self._eid = experiment_id
         self._cache = cache
         self._versions: dict[tuple[str, str], tuple] = {}
+        self.skipped_records: list[dict[str, str]] = []
 
     def scalar_tags(self, run: str | None = None) -> dict[str, list[str]]:
         """``{run: [tfrs_diag scalar tags]}``."""
@@ -232,7 +230,8 @@ class LogReader:
         flt = provider.RunTagFilter(runs=[run]) if run is not None else None
         listing = self._dp.list_tensors(self._ctx, experiment_id=self._eid, plugin_name=PLUGIN_NAME,
                                         run_tag_filter=flt)
-        return {r: {t: _record_type(ts.plugin_content) for t, ts in tags.items()} for r, tags in listing.items()}
+        return {r: {t: schema.record_type_of(ts.plugin_content) for t, ts in tags.items()}
+                for r, tags in listing.items()}
 
     def latest_histograms(self, run: str, limit: int = MAX_HISTOGRAMS) -> dict[str, dict[str, Any]]:
         """The newest histogram of each tfrs_diag histogram tag (the first ``limit`` tags):
@@ -303,7 +302,8 @@ class LogReader:
         return out
 
     def read_records(self, run: str, tags: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        """``{tag: [{"step", "wall_time", "payload"}]}`` in step order; bad JSON is skipped."""
+        """``{tag: [{"step", "wall_time", "payload"}]}`` in step order; a record that is not a JSON
+        object is left out and listed in ``skipped_records``."""
         from tensorboard.data import provider
 
         if not tags:
@@ -315,38 +315,72 @@ class LogReader:
         for tag, points in data.get(run, {}).items():
             rows = []
             for d in sorted(points, key=lambda d: d.step):
-                payload = _decode_record(d.numpy)
-                if payload is not None:
-                    rows.append({"step": int(d.step), "wall_time": float(d.wall_time), "payload": payload})
+                try:
+                    payload = schema.decode_record(d.numpy)
+                except schema.RecordError as e:
+                    self.skipped_records.append({"kind": "record", "run": run, "file": f"{tag} at step {d.step}",
+                                                "reason": str(e)})
+                    continue
+                rows.append({"step": int(d.step), "wall_time": float(d.wall_time), "payload": payload})
             out[tag] = rows
         return out
 
 
-def _record_type(content: bytes) -> str:
-    try:
-        meta = json.loads(content.decode("utf-8")) if content else {}
-        return str(meta.get("type", "unknown")) if isinstance(meta, dict) else "unknown"
-    except (ValueError, UnicodeDecodeError):
-        return "unknown"
+class EventFileChecks:
+    """Which event files under a local logdir could not be read whole, for the ``skipped`` field.
 
+    Each check frames only the bytes a file gained since the last one
+    (`tfrs_diag.schema.check_event_file`), so a growing log costs its new records.
+    A record cut short may be one its writer is still writing: the next check resumes
+    at it and the entry goes once the record is whole. Thread-safe.
+    """
 
-def _decode_record(array) -> dict | None:
-    try:
-        raw = array.item() if array.shape == () else array.reshape(-1)[0]
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
-        payload = json.loads(text)
-    except (ValueError, UnicodeDecodeError, IndexError, AttributeError):
-        return None
-    return payload if isinstance(payload, dict) else None
+    def __init__(self, logdir: str | None):
+        self._logdir = logdir
+        self._lock = threading.Lock()
+        self._scans: dict[str, tuple[tuple[int, int], schema.FileScan]] = {}
+
+    def skipped(self) -> list[dict[str, str]]:
+        """``[{"kind": "file", "run", "file", "reason"}]``, the run as TensorBoard names it ("." for the logdir)."""
+        if not self._logdir or not os.path.isdir(self._logdir):
+            return []  # not a local directory (e.g. gs://): only TensorBoard reads it
+        out = []
+        for root, dirs, files in os.walk(self._logdir):
+            dirs.sort()
+            for name in sorted(f for f in files if f.startswith("events.out.tfevents.")):
+                reason = self._check(os.path.join(root, name))
+                if reason:
+                    out.append({"kind": "file", "run": os.path.relpath(root, self._logdir), "file": name,
+                                "reason": reason})
+        return out
+
+    def _check(self, path: str) -> str | None:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None  # gone since the walk
+        version = (stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            known = self._scans.get(path)
+        if known is not None and known[0] == version:
+            return known[1].problem
+        # Resume where the last check ended, unless the file shrank (rewritten).
+        start = known[1] if known is not None and stat.st_size >= known[1].end else None
+        scan = schema.check_event_file(path, start)
+        with self._lock:
+            self._scans[path] = (version, scan)
+        return scan.problem
 
 
 # ---------------------------------------------------------------- views of one run
 
 
-def overview(reader: LogReader, run: str, listing: Mapping[str, Any]) -> dict[str, Any]:
+def overview(reader: LogReader, run: str, listing: Mapping[str, Any],
+             skipped_files: Sequence[Mapping[str, str]] = ()) -> dict[str, Any]:
     """Everything the page draws for ``run`` (see the module docstring).
 
-    ``listing`` is `LogReader.runs()`, which every route has already read.
+    ``listing`` is `LogReader.runs()`, which every route has already read;
+    ``skipped_files`` are `EventFileChecks.skipped` entries (those of ``run`` are kept).
     """
     record_types = listing.get(run, {}).get("records", {})
     scalar_tags = listing.get(run, {}).get("tags", [])
@@ -367,13 +401,14 @@ def overview(reader: LogReader, run: str, listing: Mapping[str, Any]) -> dict[st
         "alerts": alerts,
         "gradients": {
             "layer_norm": heatmap(layer_series),
-            "variables": sum(1 for t in scalar_tags if t.startswith(PREFIX + "grad/norm/")),
+            "variables": sum(1 for t in scalar_tags if t.startswith(schema.TAGS["grad_norm"])),
         },
         "scalars": {t: encode_series(downsample(s, OVERVIEW_POINTS)) for t, s in scalars.items()
                     if not t.startswith(LAYER_NORM_PREFIX)},
         "records": by_type,
         "histograms": reader.latest_histograms(run),
         "families": sorted({family_of(t) for t in scalar_tags} | {family_of(t) for t in record_types}),
+        "skipped": [e for e in skipped_files if e["run"] == run] + reader.skipped_records,
     }
 
 
@@ -388,6 +423,7 @@ class RecsysDiagnosticsPlugin(base_plugin.TBPlugin):
     def __init__(self, context: base_plugin.TBContext):
         self._data_provider = context.data_provider
         self._cache = SeriesCache()
+        self._file_checks = EventFileChecks(getattr(context, "logdir", None))
         # The only files ever served: what ships in static/, read once.
         self._static: dict[str, tuple[bytes, str]] = {}
         for name in sorted(os.listdir(_STATIC_DIR)):
@@ -449,7 +485,8 @@ class RecsysDiagnosticsPlugin(base_plugin.TBPlugin):
     def _serve_runs(self, request):
         def body():
             runs = self._reader(request).runs()
-            return {"runs": {run: {k: v for k, v in info.items() if k != "tags"} for run, info in runs.items()}}
+            return {"runs": {run: {k: v for k, v in info.items() if k != "tags"} for run, info in runs.items()},
+                    "schema": schema.frontend_schema(), "skipped": self._file_checks.skipped()}
 
         return self._handle(request, body)
 
@@ -463,7 +500,8 @@ class RecsysDiagnosticsPlugin(base_plugin.TBPlugin):
 
     @wrappers.Request.application
     def _serve_overview(self, request):
-        return self._run_route(request, lambda _, reader, run, listing: overview(reader, run, listing))
+        return self._run_route(request, lambda _, reader, run, listing: overview(
+            reader, run, listing, self._file_checks.skipped()))
 
     @wrappers.Request.application
     def _serve_scalars(self, request):

@@ -6,10 +6,13 @@
 // messages) goes into the page through textContent / createTextNode / attribute
 // setters, never through innerHTML, so names like "<img src=x onerror=...>" stay text.
 
-const BASE = new URL('../', import.meta.url);  // .../data/plugin/tfrs_diag/
+const BASE = new URL('../', import.meta.url);  // the plugin's route: .../data/plugin/<plugin>/
 const SVG = 'http://www.w3.org/2000/svg';
-const PREFIX = 'tfrs_diag/';
-const KNOWN_RECORDS = new Set(['alert', 'group_table', 'lorenz', 'attribution_table']);
+// The summary schema (tag prefixes, families, record types), from the `runs` route: the
+// page spells no tag of its own, so it cannot drift from what the callbacks write.
+let SCHEMA = null;
+const tagOf = (key) => SCHEMA.tags[key];
+const familyPrefix = (name) => SCHEMA.families.find((f) => f.name === name).prefix;
 const COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#17becf'];
 
 // ------------------------------------------------------------------ DOM helpers
@@ -141,7 +144,7 @@ function lineChart(series, {title = '', width = 420, height = 160, xLabel = 'ste
 function histogramChart(tag, h, {width = 300, height = 110} = {}) {
   const m = {l: 8, r: 8, t: 18, b: 18};
   const root = svg('svg', {viewBox: `0 0 ${width} ${height}`, width, height, class: 'tfd-chart', role: 'img'});
-  root.appendChild(svg('text', {x: m.l, y: 12, class: 'tfd-chart-title'}, `${tagTail(tag, PREFIX)} (step ${h.step})`));
+  root.appendChild(svg('text', {x: m.l, y: 12, class: 'tfd-chart-title'}, `${tagTail(tag, SCHEMA.prefix)} (step ${h.step})`));
   const counts = h.counts.map((c) => (isFiniteNumber(c) ? c : 0));
   const top = Math.max(1e-12, ...counts);
   const n = counts.length || 1, w = (width - m.l - m.r) / n;
@@ -231,27 +234,28 @@ function heatmapView(hm) {
 
 // ------------------------------------------------------------------ views
 
+// What each view says when no checked run has its data (tags from the schema).
 const EMPTY = {
-  alerts: 'No alerts yet. GradientStatistics writes nonfinite / exploding / vanishing gradient alerts, ' +
+  alerts: () => 'No alerts yet. GradientStatistics writes nonfinite / exploding / vanishing gradient alerts, ' +
           'BeyondAccuracy writes fairness_gap and exposure_concentration, the overfitting monitor writes ' +
-          'overfitting alerts, all at tfrs_diag/alerts.',
-  gradients: 'No gradient statistics yet. GradientStatistics(log_dir) writes per-layer gradient norms ' +
-             '(tfrs_diag/grad/...) every every_n_steps steps; the noise scale needs two or more replicas.',
-  overfitting: 'No overfitting curves yet. The overfitting monitor writes the train/validation gap and probe ' +
-               'curves under tfrs_diag/overfit/.',
-  fairness: 'No per-group table yet. BeyondAccuracy(log_dir, data, candidates, user_group_keys=...) writes ' +
-            'tfrs_diag/fair/groups after each evaluation.',
-  exposure: 'No exposure data yet. BeyondAccuracy writes the Lorenz curve of item exposure ' +
-            '(tfrs_diag/fair/exposure_lorenz) and item-group shares after each evaluation.',
-  diversity: 'No diversity or coverage yet. BeyondAccuracy writes tfrs_diag/div/... after each evaluation.',
-  accuracy: 'No top-K accuracy yet. BeyondAccuracy writes tfrs_diag/rank/... after each evaluation.',
-  explanations: 'No explanations yet. The explainer writes attribution tables of the probe examples at ' +
-                'tfrs_diag/explain/attributions.',
+          `overfitting alerts, all at ${tagOf('alerts')}.`,
+  gradients: () => 'No gradient statistics yet. GradientStatistics(log_dir) writes per-layer gradient norms ' +
+             `(${familyPrefix('grad')}...) every every_n_steps steps; the noise scale needs two or more replicas.`,
+  overfitting: () => 'No overfitting curves yet. The overfitting monitor writes the train/validation gap and probe ' +
+               `curves under ${familyPrefix('overfit')}.`,
+  fairness: () => 'No per-group table yet. BeyondAccuracy(log_dir, data, candidates, user_group_keys=...) writes ' +
+            `${tagOf('fair_groups')} after each evaluation.`,
+  exposure: () => 'No exposure data yet. BeyondAccuracy writes the Lorenz curve of item exposure ' +
+            `(${tagOf('fair_exposure_lorenz')}) and item-group shares after each evaluation.`,
+  diversity: () => `No diversity or coverage yet. BeyondAccuracy writes ${familyPrefix('div')}... after each evaluation.`,
+  accuracy: () => `No top-K accuracy yet. BeyondAccuracy writes ${familyPrefix('rank')}... after each evaluation.`,
+  explanations: () => 'No explanations yet. The explainer writes attribution tables of the probe examples at ' +
+                `${tagOf('explain_attributions')}.`,
 };
 
 function alertsView(data) {
   const alerts = data.alerts;
-  if (!alerts.length) return emptyState(EMPTY.alerts);
+  if (!alerts.length) return emptyState(EMPTY.alerts());
   const box = el('div');
   const counts = {};
   for (const a of alerts) {
@@ -292,8 +296,8 @@ function alertsView(data) {
 function gradientsView(data) {
   const hm = data.gradients.layer_norm;
   const s = data.scalars;
-  const global = s[PREFIX + 'grad/global_norm'];
-  if (!hm.rows.length && !global) return emptyState(EMPTY.gradients);
+  const global = s[tagOf('grad_global_norm')];
+  if (!hm.rows.length && !global) return emptyState(EMPTY.gradients());
   const box = el('div');
   if (hm.rows.length) {
     box.appendChild(el('h4', {text: 'Gradient norm per layer (largest reading per step bin; red: NaN/Inf)'}));
@@ -306,7 +310,7 @@ function gradientsView(data) {
   }
   const multiples = el('div', {class: 'tfd-multiples'});
   if (global) multiples.appendChild(lineChart([{name: 'global norm', points: global}], {title: 'global gradient norm', width: 300, height: 140}));
-  const noise = s[PREFIX + 'grad/noise_scale'];
+  const noise = s[tagOf('grad_noise_scale')];
   multiples.appendChild(noise ? lineChart([{name: 'B_simple', points: noise}], {title: 'gradient noise scale B_simple (examples)', width: 300, height: 140})
                               : el('div', {class: 'tfd-note', text: 'Noise scale: written with two or more replicas (MirroredStrategy).'}));
   box.appendChild(multiples);
@@ -325,9 +329,9 @@ function gradientsView(data) {
       button.disabled = true;
       holder.textContent = 'Loading…';
       try {
-        const body = await getJSON('scalars', {run: data.run, prefix: PREFIX + 'grad/norm/', max_points: 200});
+        const body = await getJSON('scalars', {run: data.run, prefix: tagOf('grad_norm'), max_points: 200});
         holder.textContent = '';
-        holder.appendChild(chartsByParent(body.scalars, PREFIX + 'grad/norm/', {groupBy: (t) => t, leaf: () => 'norm'}));
+        holder.appendChild(chartsByParent(body.scalars, tagOf('grad_norm'), {groupBy: (t) => t, leaf: () => 'norm'}));
       } catch (e) {
         holder.textContent = `Could not load: ${e.message}`;
       }
@@ -339,7 +343,7 @@ function gradientsView(data) {
 
 function scalarFamilyView(data, prefix, emptyText, opts) {
   const tags = Object.keys(data.scalars).filter((t) => t.startsWith(prefix));
-  if (!tags.length) return emptyState(emptyText);
+  if (!tags.length) return emptyState(emptyText());
   return chartsByParent(data.scalars, prefix, opts);
 }
 
@@ -401,8 +405,8 @@ function groupTable(rows, columns, {ratioWarn = 0.8} = {}) {
 
 function fairnessView(data) {
   const records = recordsOf(data, 'group_table');
-  const gaps = Object.keys(data.scalars).filter((t) => t.startsWith(PREFIX + 'fair/') && /_gap$/.test(t) && !/exposure_gap/.test(t));
-  if (!records.length && !gaps.length) return emptyState(EMPTY.fairness);
+  const gaps = Object.keys(data.scalars).filter((t) => t.startsWith(familyPrefix('fair')) && /_gap$/.test(t) && !/exposure_gap/.test(t));
+  if (!records.length && !gaps.length) return emptyState(EMPTY.fairness());
   const box = el('div');
   if (records.length) {
     box.appendChild(perEvaluation(records, (r) => {
@@ -422,7 +426,7 @@ function fairnessView(data) {
   if (gaps.length) {
     box.appendChild(el('h4', {text: 'User-group gaps over evaluations'}));
     const subset = Object.fromEntries(gaps.map((t) => [t, data.scalars[t]]));
-    box.appendChild(chartsByParent(subset, PREFIX + 'fair/', {groupBy: (t) => byMetric(t), leaf: kOf}));
+    box.appendChild(chartsByParent(subset, familyPrefix('fair'), {groupBy: (t) => byMetric(t), leaf: kOf}));
   }
   return box;
 }
@@ -446,8 +450,8 @@ function lorenzChart(curves) {
 function exposureView(data) {
   const lorenz = recordsOf(data, 'lorenz');
   const tables = recordsOf(data, 'group_table').filter((r) => (r.payload.item_groups || []).length);
-  const gini = Object.keys(data.scalars).filter((t) => t.startsWith(PREFIX + 'fair/exposure_gini'));
-  if (!lorenz.length && !tables.length && !gini.length) return emptyState(EMPTY.exposure);
+  const gini = Object.keys(data.scalars).filter((t) => t.startsWith(tagOf('fair_exposure_gini')));
+  if (!lorenz.length && !tables.length && !gini.length) return emptyState(EMPTY.exposure());
   const box = el('div');
   if (lorenz.length) {
     box.appendChild(perEvaluation(lorenz, (r) => {
@@ -466,14 +470,14 @@ function exposureView(data) {
   }
   if (gini.length) {
     const subset = Object.fromEntries(gini.map((t) => [t, data.scalars[t]]));
-    box.appendChild(chartsByParent(subset, PREFIX + 'fair/', {groupBy: byMetric, leaf: kOf}));
+    box.appendChild(chartsByParent(subset, familyPrefix('fair'), {groupBy: byMetric, leaf: kOf}));
   }
   return box;
 }
 
 function explanationsView(data) {
   const records = recordsOf(data, 'attribution_table');
-  if (!records.length) return emptyState(EMPTY.explanations);
+  if (!records.length) return emptyState(EMPTY.explanations());
   const box = el('div');
   box.appendChild(perEvaluation(records, (r) => {
     const p = r.payload;
@@ -494,12 +498,12 @@ function explanationsView(data) {
     return el('div', {}, el('div', {class: 'tfd-note', text: `method: ${p.method ?? '?'}`}),
               table(headers, rows));
   }));
-  box.appendChild(el('div', {class: 'tfd-note', text: 'The explainer\'s bar chart image (tfrs_diag/explain/bar_chart) is in the Images dashboard.'}));
+  box.appendChild(el('div', {class: 'tfd-note', text: `The explainer's bar chart image (${tagOf('explain_bar_chart')}) is in the Images dashboard.`}));
   return box;
 }
 
 function otherRecordsView(data) {
-  const types = Object.keys(data.records).filter((t) => !KNOWN_RECORDS.has(t));
+  const types = Object.keys(data.records).filter((t) => !SCHEMA.record_types.includes(t));
   if (!types.length) return null;
   const box = el('div');
   for (const type of types) {
@@ -510,13 +514,29 @@ function otherRecordsView(data) {
   return box;
 }
 
+/** Records of this run the server could not decode (damaged event files are listed at the top). */
+function skippedRecordsView(data) {
+  const records = (data.skipped || []).filter((e) => e.kind === 'record');
+  if (!records.length) return null;
+  return table(['record', 'why it was skipped'], records.map((e) => [e.file, e.reason]));
+}
+
+/** The event files the server could not read whole: shown once, above the runs. */
+function skippedFilesNote(skipped) {
+  if (!skipped || !skipped.length) return null;
+  const box = el('div', {class: 'tfd-warn tfd-skipped'},
+                 el('div', {text: `${skipped.length} event file(s) could not be read whole; everything readable is shown:`}));
+  box.appendChild(el('ul', {}, ...skipped.map((e) => el('li', {text: `${e.run}/${e.file}: ${e.reason}`}))));
+  return box;
+}
+
 function otherScalarsView(data) {
-  const covered = ['grad/', 'overfit/', 'fair/', 'div/', 'rank/'].map((f) => PREFIX + f);
+  const covered = ['grad', 'overfit', 'fair', 'div', 'rank'].map(familyPrefix);  // the views above
   const tags = Object.keys(data.scalars).filter((t) => !covered.some((c) => t.startsWith(c)));
   if (!tags.length) return null;
   const box = el('div');
   const subset = Object.fromEntries(tags.map((t) => [t, data.scalars[t]]));
-  box.appendChild(chartsByParent(subset, PREFIX));
+  box.appendChild(chartsByParent(subset, SCHEMA.prefix));
   return box;
 }
 
@@ -526,14 +546,15 @@ const STACKED = new Set(['alerts', 'fairness', 'explanations']);
 const VIEWS = [
   ['alerts', 'Alerts', alertsView],
   ['gradients', 'Gradient health', gradientsView],
-  ['overfitting', 'Overfitting', (d) => scalarFamilyView(d, PREFIX + 'overfit/', EMPTY.overfitting)],
+  ['overfitting', 'Overfitting', (d) => scalarFamilyView(d, familyPrefix('overfit'), EMPTY.overfitting)],
   ['fairness', 'Fairness by user group', fairnessView],
   ['exposure', 'Exposure', exposureView],
-  ['diversity', 'Diversity & coverage', (d) => scalarFamilyView(d, PREFIX + 'div/', EMPTY.diversity, {groupBy: byMetric, leaf: kOf})],
-  ['accuracy', 'Top-K accuracy', (d) => scalarFamilyView(d, PREFIX + 'rank/', EMPTY.accuracy, {groupBy: byMetric, leaf: kOf})],
+  ['diversity', 'Diversity & coverage', (d) => scalarFamilyView(d, familyPrefix('div'), EMPTY.diversity, {groupBy: byMetric, leaf: kOf})],
+  ['accuracy', 'Top-K accuracy', (d) => scalarFamilyView(d, familyPrefix('rank'), EMPTY.accuracy, {groupBy: byMetric, leaf: kOf})],
   ['explanations', 'Explanations', explanationsView],
   ['records', 'Other records', otherRecordsView],
   ['scalars', 'Other scalars', otherScalarsView],
+  ['skipped', 'Unreadable records', skippedRecordsView],
 ];
 
 // ------------------------------------------------------------------ page
@@ -585,13 +606,17 @@ export async function render() {
   const root = el('div', {class: 'tfd'});
   document.body.appendChild(root);
   root.appendChild(el('h1', {text: 'Recsys diagnostics'}));
-  let runs;
+  let runs, listing;
   try {
-    runs = Object.keys((await getJSON('runs')).runs);
+    listing = await getJSON('runs');
+    runs = Object.keys(listing.runs);
+    SCHEMA = listing.schema;
   } catch (e) {
     root.appendChild(el('div', {class: 'tfd-warn', text: `Could not list runs: ${e.message}`}));
     return;
   }
+  const skippedNote = skippedFilesNote(listing.skipped);
+  if (skippedNote) root.appendChild(skippedNote);
   if (!runs.length) {
     root.appendChild(emptyState('No tfrs_diag data in this logdir yet. Add tfrs_diag.callbacks.GradientStatistics ' +
       '(gradient health and alerts) and tfrs_diag.callbacks.BeyondAccuracy (accuracy, fairness, exposure, diversity) ' +
