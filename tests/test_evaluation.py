@@ -236,8 +236,7 @@ def test_factorized_metrics_in_a_retrieval_task_agree_with_factorized_top_k(data
 
 def test_positives_in_search_order_give_the_same_hits_without_the_sort():
     from tfrs_diag.evaluation import _in_search_order, _padded
-    from tfrs_diag.metrics._base import positives_in_search_order
-    from tfrs_diag.metrics.ranking import _hit_matrix
+    from tfrs_diag.metrics import TopKBatch
 
     rng = np.random.default_rng(3)
     rows = [np.append(rng.choice(50, size=n, replace=False), [-2] * (n % 2)).astype(np.int32)
@@ -249,9 +248,8 @@ def test_positives_in_search_order_give_the_same_hits_without_the_sort():
     valid = np.where(ordered_np >= 0, ordered_np, np.iinfo(np.int32).max)
     assert (np.diff(valid, axis=1) >= 0).all()  # ascending, missing and pads last
     expected = np.array([[t in set(r[r >= 0]) for t in row] for row, r in zip(top.numpy(), rows)], np.float32)
-    with positives_in_search_order():
-        fast = tf.function(lambda t, p: _hit_matrix._fn(t, p))(top, ordered)
-    slow = tf.function(lambda t, p: _hit_matrix._fn(t, p))(top, unsorted)
+    fast = tf.function(lambda t, p: TopKBatch(t, p, positives_in_search_order=True).hits)(top, ordered)
+    slow = tf.function(lambda t, p: TopKBatch(t, p).hits)(top, unsorted)
     np.testing.assert_array_equal(fast.numpy(), expected)
     np.testing.assert_array_equal(slow.numpy(), expected)
     assert expected.sum() > 0

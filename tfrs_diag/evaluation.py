@@ -24,7 +24,8 @@ import numpy as np
 
 from tfrs_diag._graph import rare_cond
 from tfrs_diag._keras import tf
-from tfrs_diag.metrics._base import check_ks, positives_in_search_order
+from tfrs_diag.metrics._base import check_ks
+from tfrs_diag.metrics.batch import TopKBatch
 from tfrs_diag.metrics.diversity import ItemDiversity, PopularityBias
 from tfrs_diag.metrics.fairness import ItemExposure, UserGroupAccuracy
 from tfrs_diag.metrics.ranking import RankingAccuracy
@@ -495,7 +496,7 @@ class TopKEvaluator:
             metrics["popularity"] = PopularityBias(self.ks, self.item_popularity, item_is_head=self.item_is_head)
         metrics["exposure"] = ItemExposure(n, self.ks, self.item_groups, self.item_group_names or ())
         for key in self._user_group_keys:
-            metrics[f"group:{key}"] = UserGroupAccuracy(self.ks, q.group_names[key], name=f"by_{key}")
+            metrics[f"group:{key}"] = UserGroupAccuracy(self.ks, q.group_names[key], group_key=key, name=f"by_{key}")
         return metrics
 
     def query_tower(self, model, query_model=None):
@@ -587,10 +588,11 @@ class TopKEvaluator:
         def step(features, cand, positives, groups, exclude, first, last):
             rare_cond(first, lambda: begin(cand), lambda: tf.constant(False))
             top = top_k(query_tower(_copy(features)), cand, k_max, exclude)
-            with positives_in_search_order():  # group_queries orders them (_in_search_order)
-                for key, m in metrics.items():
-                    m.update_state(top.indices, positives, groups[key[6:]] if key.startswith("group:") else None,
-                                   exclude)
+            # group_queries stores positives in search order (_in_search_order).
+            batch = TopKBatch(top.indices, positives, user_groups=groups, exclude=exclude,
+                              positives_in_search_order=True)
+            for m in metrics.values():
+                m.update_state(batch)
             return rare_cond(last, reader.compute, reader.placeholder)
 
         return tf.function(step, reduce_retracing=True), metrics, reader
@@ -817,10 +819,9 @@ def evaluate_ranking(scores, candidates, labels, k: Sequence[int] | int = (5, 10
     metrics["diversity"] = ItemDiversity(num_items, ks, item_popularity=item_popularity)
     if item_popularity is not None:
         metrics["popularity"] = PopularityBias(ks, item_popularity)
-    top = tf.constant(ranked.astype(np.int32))
-    pos = tf.constant(positives)
     groups = tf.constant(np.asarray(user_groups, np.int32)) if user_groups is not None else None
-    for key, m in metrics.items():
-        m.update_state(top, pos, groups if key.startswith("group:") else None)
+    batch = TopKBatch(tf.constant(ranked.astype(np.int32)), tf.constant(positives), user_groups=groups)
+    for m in metrics.values():
+        m.update_state(batch)
     names = {"user_group": metrics["group:user_group"].group_names} if user_groups is not None else {}
     return collect_results(metrics, ks, names)

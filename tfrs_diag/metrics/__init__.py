@@ -1,9 +1,12 @@
 """Streaming top-K metrics: accuracy, diversity, popularity bias, exposure, user-group gaps.
 
-Every family is a `tf.keras.metrics.Metric` whose ``update_state`` takes the indices of
-one shared top-K search (`tfrs_diag.metrics.topk.top_k`), so one search feeds them all.
+Every family is a `tf.keras.metrics.Metric` whose ``update_state`` takes one `TopKBatch`
+per step: the indices of one shared top-K search (`tfrs_diag.metrics.topk.top_k`) with the
+step's positives and groups, so one search feeds them all and what they share is computed
+once on the batch.
 """
 
+from tfrs_diag.metrics.batch import TopKBatch
 from tfrs_diag.metrics.composite import CompositeScore
 from tfrs_diag.metrics.diversity import ItemDiversity, PopularityBias
 from tfrs_diag.metrics.fairness import ItemExposure, UserGroupAccuracy
@@ -11,4 +14,4 @@ from tfrs_diag.metrics.ranking import RankingAccuracy
 from tfrs_diag.metrics.topk import IdMapper, TopK, top_k
 
 __all__ = ["CompositeScore", "IdMapper", "ItemDiversity", "ItemExposure", "PopularityBias", "RankingAccuracy", "TopK",
-           "UserGroupAccuracy", "top_k"]
+           "TopKBatch", "UserGroupAccuracy", "top_k"]

@@ -22,6 +22,7 @@ import numpy as np
 
 from tfrs_diag._keras import tf
 from tfrs_diag.metrics._base import check_ks
+from tfrs_diag.metrics.batch import TopKBatch
 from tfrs_diag.metrics.diversity import ItemDiversity, PopularityBias
 from tfrs_diag.metrics.fairness import ItemExposure
 from tfrs_diag.metrics.ranking import RankingAccuracy
@@ -138,6 +139,7 @@ class FactorizedTopKMetrics(tfrs.metrics.Factorized):
             true = tf.cast(true_candidate_embeddings, tf.float32)
             dist = tf.reduce_sum(tf.square(cand), axis=1)[None, :] - 2.0 * tf.matmul(true, cand, transpose_b=True)
             positives = tf.cast(tf.argmin(dist, axis=1), tf.int32)[:, None]
+        batch = TopKBatch(top.indices, positives)  # one positive per query: already in search order
         for fam in self._families.values():
-            fam.update_state(top.indices, positives)
+            fam.update_state(batch)
         return tf.no_op()
