@@ -236,8 +236,7 @@ def test_factorized_metrics_in_a_retrieval_task_agree_with_factorized_top_k(data
 
 def test_positives_in_search_order_give_the_same_hits_without_the_sort():
     from tfrs_diag.evaluation import _in_search_order, _padded
-    from tfrs_diag.metrics._base import positives_in_search_order
-    from tfrs_diag.metrics.ranking import _hit_matrix
+    from tfrs_diag.metrics import TopKBatch
 
     rng = np.random.default_rng(3)
     rows = [np.append(rng.choice(50, size=n, replace=False), [-2] * (n % 2)).astype(np.int32)
@@ -249,12 +248,30 @@ def test_positives_in_search_order_give_the_same_hits_without_the_sort():
     valid = np.where(ordered_np >= 0, ordered_np, np.iinfo(np.int32).max)
     assert (np.diff(valid, axis=1) >= 0).all()  # ascending, missing and pads last
     expected = np.array([[t in set(r[r >= 0]) for t in row] for row, r in zip(top.numpy(), rows)], np.float32)
-    with positives_in_search_order():
-        fast = tf.function(lambda t, p: _hit_matrix._fn(t, p))(top, ordered)
-    slow = tf.function(lambda t, p: _hit_matrix._fn(t, p))(top, unsorted)
+    fast = tf.function(lambda t, p: TopKBatch(t, p, positives_in_search_order=True).hits)(top, ordered)
+    slow = tf.function(lambda t, p: TopKBatch(t, p).hits)(top, unsorted)
     np.testing.assert_array_equal(fast.numpy(), expected)
     np.testing.assert_array_equal(slow.numpy(), expected)
     assert expected.sum() > 0
+
+
+def test_two_evaluators_in_one_process_keep_their_own_state(data):
+    tower, cand = _random_recommender(data, seed=7)
+    users = np.unique(data.test["user_id"])
+    halves = [{k: v[np.isin(data.test["user_id"], part)] for k, v in data.test.items()}
+              for part in (users[::2], users[1::2])]
+    kw = dict(query_key="user_id", item_key="item_id", k=(5, 20), user_group_keys=("user_group",),
+              item_popularity=data.item_popularity)
+    alone = [tfrs_diag.evaluate(tower, data.items["item_id"], half, candidate_embeddings=cand, **kw)
+             for half in halves]
+    evaluators = [tfrs_diag.TopKEvaluator(data.items["item_id"], half, **kw) for half in halves]
+    # Interleaved runs of two compiled steps over same-shaped batches: each gives its own results.
+    runs = [ev.run(tower, candidate_embeddings=cand) for ev in evaluators + evaluators[::-1]]
+    for got, want in zip(runs, alone + alone[::-1]):
+        assert got.queries == want.queries
+        for key in want:
+            assert got[key] == pytest.approx(want[key], abs=1e-6), key
+    assert alone[0]["ndcg_at_20"] != pytest.approx(alone[1]["ndcg_at_20"], abs=1e-6)
 
 
 def test_query_features_without_query_key_make_every_row_a_query(data):

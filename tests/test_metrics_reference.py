@@ -17,6 +17,8 @@ relative-only 1e-6 bound would fail on values near 0 for float32 rounding alone.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -25,7 +27,9 @@ import pytest
 import tensorflow as tf
 
 import metrics_reference as ref
-from tfrs_diag.metrics import ItemDiversity, ItemExposure, PopularityBias, RankingAccuracy, UserGroupAccuracy
+from tfrs_diag.evaluation import _in_search_order
+from tfrs_diag.metrics import (ItemDiversity, ItemExposure, PopularityBias, RankingAccuracy, TopKBatch,
+                               UserGroupAccuracy, metric_families)
 
 D2 = 1.0 / math.log2(3)  # discount of rank 2 = 0.6309298
 D3 = 1.0 / math.log2(4)  # discount of rank 3 = 0.5
@@ -495,3 +499,72 @@ def test_ild_with_a_zero_embedding_row_matches_pairwise_cosines_of_the_normalise
     # @2 pair (0, zero): cos 0 -> ILD 1;  @3 pairs (0,zero) (0,1) (zero,1): all 0 -> ILD 1
     assert r["ild_at_2"] == pytest.approx(1.0, **HAND)
     assert r["ild_at_3"] == pytest.approx(1.0, **HAND)
+
+
+# =============================================================================== 6. one batch per step
+# What the families of a step share is computed on its TopKBatch and nowhere else: no
+# memo keyed on tensor identity, no trace-time context. The old memos' bug class: two
+# batches of one graph with the same tensors or same shapes picking up each other's
+# intermediates, or a "positives in search order" promise leaking to unsorted positives.
+FAMILY_OF_REFERENCE = {"accuracy": "ranking", "diversity": "diversity", "popularity": "popularity",
+                       "exposure": "exposure", "group:user_group": "user_groups"}
+
+
+def factory_families(case: Case) -> dict:
+    return metric_families(KS, N_ITEMS, item_popularity=case.phi, item_groups=case.item_groups,
+                           item_group_names=ITEM_GROUPS, user_group_names={"user_group": USER_GROUPS},
+                           item_embeddings=case.embeddings)
+
+
+def test_two_family_sets_in_one_trace_each_see_only_their_own_batch():
+    case_a = random_case(0)
+    case_a.positives = np.stack([_in_search_order(row) for row in case_a.positives])
+    # The same top-K tensor and same-shaped positives and groups: only the batch tells them apart.
+    case_b = dataclasses.replace(case_a, positives=random_case(0).positives[::-1].copy(),
+                                 user_group=case_a.user_group[::-1].copy())
+    assert not (np.sort(case_a.positives, axis=1) == np.sort(case_b.positives, axis=1)).all()
+    families_a, families_b = factory_families(case_a), factory_families(case_b)
+
+    @tf.function
+    def step(top, pos_a, group_a, pos_b, group_b, exclude):
+        batch_a = TopKBatch(top, pos_a, user_groups={"user_group": group_a}, exclude=exclude,
+                            positives_in_search_order=True)
+        batch_b = TopKBatch(top, pos_b, user_groups={"user_group": group_b}, exclude=exclude)  # unsorted
+        for key in families_a:  # interleaved: a, b, a, b, ...
+            families_a[key].update_state(batch_a)
+            families_b[key].update_state(batch_b)
+
+    step(*(tf.constant(x) for x in (case_a.top, case_a.positives, case_a.user_group, case_b.positives,
+                                    case_b.user_group, case_a.exclude)))
+    for case, families in ((case_a, families_a), (case_b, families_b)):
+        want = reference(case)
+        for key, family in families.items():
+            _assert_close(_values(family.result()), want[FAMILY_OF_REFERENCE[key]], rtol=1e-6, atol=1e-6)
+
+
+def test_families_of_one_step_compute_the_shared_intermediates_once_per_batch():
+    case = random_case(0)
+    families = factory_families(case)
+    args = [tf.constant(a) for a in (case.top, case.positives, case.user_group, case.exclude)]
+
+    def op_counts(batches: int, in_order: bool) -> collections.Counter:
+        @tf.function
+        def step(top, pos, group, exclude):
+            for _ in range(batches):
+                batch = TopKBatch(top, pos, user_groups={"user_group": group}, exclude=exclude,
+                                  positives_in_search_order=in_order)
+                for family in families.values():
+                    family.update_state(batch)
+
+        graph = step.get_concrete_function(*args).graph
+        return collections.Counter(op.type for op in graph.get_operations())
+
+    one, two, ordered = op_counts(1, False), op_counts(2, False), op_counts(1, True)
+    # One sort of the positives (tf.sort is a TopKV2) and two binary searches (hits, valid
+    # count) per batch, however many families read them; none shared across batches.
+    assert (one["TopKV2"], one["LowerBound"]) == (1, 2)
+    assert (two["TopKV2"], two["LowerBound"]) == (2, 4)
+    assert (ordered["TopKV2"], ordered["LowerBound"]) == (0, 2)
+    # Per-K item counts (diversity, popularity bias) once, exposure's per K, relevant-item
+    # counts once, exposure's relevant shares and popularity bias' exclusions once each.
+    assert one["DenseBincount"] == 2 * len(KS) + 3

@@ -24,10 +24,9 @@ import numpy as np
 
 from tfrs_diag._graph import rare_cond
 from tfrs_diag._keras import tf
-from tfrs_diag.metrics._base import check_ks, positives_in_search_order
-from tfrs_diag.metrics.diversity import ItemDiversity, PopularityBias
-from tfrs_diag.metrics.fairness import ItemExposure, UserGroupAccuracy
-from tfrs_diag.metrics.ranking import RankingAccuracy
+from tfrs_diag.metrics._base import check_ks
+from tfrs_diag.metrics.batch import TopKBatch
+from tfrs_diag.metrics.factory import USER_GROUP_PREFIX, metric_families
 from tfrs_diag.metrics.topk import PAD, IdMapper, top_k
 
 _logger = logging.getLogger("tfrs_diag")
@@ -486,18 +485,6 @@ class TopKEvaluator:
             self.query_key, self.item_key, self.query_features = qk, ik, qf
         return self._queries
 
-    def _metrics(self, item_embeddings, q: Queries):
-        n = self.mapper.size
-        metrics: dict[str, Any] = {"accuracy": RankingAccuracy(self.ks)}
-        metrics["diversity"] = ItemDiversity(n, self.ks, item_popularity=self.item_popularity,
-                                             item_embeddings=item_embeddings)
-        if self.item_popularity is not None:
-            metrics["popularity"] = PopularityBias(self.ks, self.item_popularity, item_is_head=self.item_is_head)
-        metrics["exposure"] = ItemExposure(n, self.ks, self.item_groups, self.item_group_names or ())
-        for key in self._user_group_keys:
-            metrics[f"group:{key}"] = UserGroupAccuracy(self.ks, q.group_names[key], name=f"by_{key}")
-        return metrics
-
     def query_tower(self, model, query_model=None):
         """The query tower: ``query_model`` (or the constructor's), else a tower attribute of
         ``model`` (`QUERY_TOWERS`), else ``model`` itself when it is not a `tfrs.Model`."""
@@ -572,7 +559,11 @@ class TopKEvaluator:
         return self._batch_tensors
 
     def _build_step(self, query_tower, item_embeddings, q: Queries):
-        metrics = self._metrics(item_embeddings, q)
+        metrics = metric_families(self.ks, self.mapper.size, item_popularity=self.item_popularity,
+                                  item_is_head=self.item_is_head, item_groups=self.item_groups,
+                                  item_group_names=self.item_group_names,
+                                  user_group_names={key: q.group_names[key] for key in self._user_group_keys},
+                                  item_embeddings=item_embeddings)
         k_max = max(self.ks)
         state = [v for m in metrics.values() for v in m.variables]
         reader = _ResultReader(metrics)
@@ -587,10 +578,11 @@ class TopKEvaluator:
         def step(features, cand, positives, groups, exclude, first, last):
             rare_cond(first, lambda: begin(cand), lambda: tf.constant(False))
             top = top_k(query_tower(_copy(features)), cand, k_max, exclude)
-            with positives_in_search_order():  # group_queries orders them (_in_search_order)
-                for key, m in metrics.items():
-                    m.update_state(top.indices, positives, groups[key[6:]] if key.startswith("group:") else None,
-                                   exclude)
+            # group_queries stores positives in search order (_in_search_order).
+            batch = TopKBatch(top.indices, positives, user_groups=groups, exclude=exclude,
+                              positives_in_search_order=True)
+            for m in metrics.values():
+                m.update_state(batch)
             return rare_cond(last, reader.compute, reader.placeholder)
 
         return tf.function(step, reduce_retracing=True), metrics, reader
@@ -649,10 +641,10 @@ def collect_results(metrics: Mapping[str, Any], ks: Sequence[int],
     for key, m in metrics.items():
         # NaN marks an undefined result (docs/metrics.md, "Undefined cases"): left out.
         res = {k: float(v) for k, v in raw[key].items() if not np.isnan(v)}
-        if not key.startswith("group:"):
+        if not key.startswith(USER_GROUP_PREFIX):
             flat.update({k: v for k, v in res.items() if "/" not in k})
             continue
-        gkey = key[6:]
+        gkey = key[len(USER_GROUP_PREFIX):]
         # Gap statistics are headline numbers; per-group values go to the table.
         flat.update({f"{gkey}/{k}": v for k, v in res.items() if "/" not in k})
         rows = []
@@ -806,21 +798,16 @@ def evaluate_ranking(scores, candidates, labels, k: Sequence[int] | int = (5, 10
     # Pads at the end of a short list point at no item: give them an index past the
     # catalog so they never count as a hit, and leave them out of exposure below.
     positives = np.where(relevant & ~pad, cands, PAD).astype(np.int32)
-    metrics: dict[str, Any] = {"accuracy": RankingAccuracy(ks)}
-    if user_groups is not None:
-        names = user_group_names or tuple(str(g) for g in range(int(np.max(user_groups)) + 1))
-        metrics["group:user_group"] = UserGroupAccuracy(ks, names, name="by_user_group")
     n_pad = (ranked < 0).sum()
     if n_pad:
         raise ValueError("every query needs at least max(k) real candidates; pad fewer or lower k")
-    metrics["exposure"] = ItemExposure(num_items, ks, item_groups, item_group_names)
-    metrics["diversity"] = ItemDiversity(num_items, ks, item_popularity=item_popularity)
-    if item_popularity is not None:
-        metrics["popularity"] = PopularityBias(ks, item_popularity)
-    top = tf.constant(ranked.astype(np.int32))
-    pos = tf.constant(positives)
-    groups = tf.constant(np.asarray(user_groups, np.int32)) if user_groups is not None else None
-    for key, m in metrics.items():
-        m.update_state(top, pos, groups if key.startswith("group:") else None)
-    names = {"user_group": metrics["group:user_group"].group_names} if user_groups is not None else {}
-    return collect_results(metrics, ks, names)
+    names = {}
+    if user_groups is not None:
+        names["user_group"] = tuple(user_group_names or (str(g) for g in range(int(np.max(user_groups)) + 1)))
+    metrics = metric_families(ks, num_items, item_popularity=item_popularity, item_groups=item_groups,
+                              item_group_names=item_group_names, user_group_names=names)
+    groups = {"user_group": tf.constant(np.asarray(user_groups, np.int32))} if user_groups is not None else None
+    batch = TopKBatch(tf.constant(ranked.astype(np.int32)), tf.constant(positives), user_groups=groups)
+    for m in metrics.values():
+        m.update_state(batch)
+    return collect_results(metrics, ks, {key: metrics[USER_GROUP_PREFIX + key].group_names for key in names})

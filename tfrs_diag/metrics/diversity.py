@@ -33,8 +33,8 @@ from typing import Sequence
 import numpy as np
 
 from tfrs_diag._keras import tf
-from tfrs_diag.metrics._base import (TopKMetric, bincount, check_vector, item_counts, k_segments, names_at,
-                                     prefix_matrix, relevant_item_counts)
+from tfrs_diag.metrics._base import bincount, check_vector, k_segments, names_at, prefix_matrix
+from tfrs_diag.metrics.family import TopKMetric
 
 
 def gini(counts) -> tf.Tensor:
@@ -138,11 +138,10 @@ class ItemDiversity(TopKMetric):
             self._unit.assign(unit)
             self._unit_sq.assign(unit_sq)
 
-    def update_state(self, top_indices, positives=None, user_group=None, exclude=None, sample_weight=None):
-        self.check_no_weights(sample_weight)
-        top = self.check_top(top_indices)
+    def accumulate(self, batch):
+        top = self.check_top(batch)
         b = tf.cast(tf.shape(top)[0], tf.float32)
-        counts = item_counts(top, self.ks, self.num_items)  # [nk, N]
+        counts = batch.item_counts(self.ks, self.num_items)  # [nk, N], shared with PopularityBias
         # Slot sums of per-item values are counts @ values: no [B, K] gathers.
         if self._info is not None:
             # float64: a float32 dot over the catalog loses the 1e-6 agreement with the per-slot sum.
@@ -225,29 +224,26 @@ class PopularityBias(TopKMetric):
         self.relevant = self.add_weight(name="relevant", shape=(2,), initializer="zeros")
         self.queries = self.add_weight(name="queries", shape=(), initializer="zeros")
 
-    def update_state(self, top_indices, positives=None, user_group=None, exclude=None, sample_weight=None):
-        self.check_no_weights(sample_weight)
-        from tfrs_diag.metrics.ranking import hit_matrix
-
-        top = self.check_top(top_indices)
+    def accumulate(self, batch):
+        top = self.check_top(batch)
         b = tf.cast(tf.shape(top)[0], tf.float32)
         ks = tf.constant(self.ks, tf.float32)
         # Per K, the slots' summed phi and tail membership: counts @ [phi, tail].
-        counts = tf.cast(item_counts(top, self.ks, self.num_items), tf.float64)
+        counts = tf.cast(batch.item_counts(self.ks, self.num_items), tf.float64)
         sums = tf.cast(tf.matmul(counts, self._phi_tail), tf.float32)  # [nk, 2]
         self.arp_sum.assign_add(sums[:, 0] / ks)
         self.aplt_sum.assign_add(sums[:, 1] / ks)
         self.recommended.assign_add(tf.stack([b * ks - sums[:, 1], sums[:, 1]], axis=1))
-        if positives is not None:
-            hits = hit_matrix(top, positives)
+        if batch.positives is not None:
+            hits = batch.hits
             per_rank = tf.stack([tf.reduce_sum(hits, axis=0),
                                  tf.reduce_sum(hits * tf.gather(self._tail, top[:, :max(self.ks)]), axis=0)])
             hit = tf.matmul(per_rank, prefix_matrix(self.ks))  # [2, nk]: all hits, tail hits
             self.hits.assign_add(tf.stack([hit[0] - hit[1], hit[1]], axis=1))
-            self.relevant.assign_add(self._head_tail(relevant_item_counts(positives, self.num_items)))
+            self.relevant.assign_add(self._head_tail(batch.relevant_item_counts(self.num_items)))
         avail = b * self._group_sizes
-        if exclude is not None:
-            ex = tf.cast(exclude, tf.int32)
+        if batch.exclude is not None:
+            ex = batch.exclude
             avail -= self._head_tail(bincount(tf.where(ex >= 0, ex, self.num_items), self.num_items))
         self.available.assign_add(avail)
         self.queries.assign_add(b)

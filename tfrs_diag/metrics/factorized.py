@@ -22,9 +22,8 @@ import numpy as np
 
 from tfrs_diag._keras import tf
 from tfrs_diag.metrics._base import check_ks
-from tfrs_diag.metrics.diversity import ItemDiversity, PopularityBias
-from tfrs_diag.metrics.fairness import ItemExposure
-from tfrs_diag.metrics.ranking import RankingAccuracy
+from tfrs_diag.metrics.batch import TopKBatch
+from tfrs_diag.metrics.factory import metric_families
 from tfrs_diag.metrics.topk import MISSING, top_k
 
 import tensorflow_recommenders as tfrs  # noqa: E402
@@ -83,11 +82,8 @@ class FactorizedTopKMetrics(tfrs.metrics.Factorized):
             tf.lookup.KeyValueTensorInitializer(keys, tf.range(n, dtype=tf.int32)), default_value=MISSING)
         self._string_ids = ids.dtype.kind in "USO"
         self.candidate_model = candidate_model
-        families = {"accuracy": RankingAccuracy(self.ks), "diversity": ItemDiversity(n, self.ks,
-                    item_popularity=item_popularity), "exposure": ItemExposure(n, self.ks, item_groups,
-                                                                              item_group_names)}
-        if item_popularity is not None:
-            families["popularity"] = PopularityBias(self.ks, item_popularity)
+        families = metric_families(self.ks, n, item_popularity=item_popularity, item_groups=item_groups,
+                                   item_group_names=item_group_names)
         # Held outside Keras tracking: the views below are what `model.metrics` lists.
         object.__setattr__(self, "_families", families)
         self._fresh = tf.Variable(False, trainable=False, name="candidates_fresh")
@@ -138,6 +134,7 @@ class FactorizedTopKMetrics(tfrs.metrics.Factorized):
             true = tf.cast(true_candidate_embeddings, tf.float32)
             dist = tf.reduce_sum(tf.square(cand), axis=1)[None, :] - 2.0 * tf.matmul(true, cand, transpose_b=True)
             positives = tf.cast(tf.argmin(dist, axis=1), tf.int32)[:, None]
+        batch = TopKBatch(top.indices, positives)  # one positive per query: already in search order
         for fam in self._families.values():
-            fam.update_state(top.indices, positives)
+            fam.update_state(batch)
         return tf.no_op()

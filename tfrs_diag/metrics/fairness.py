@@ -23,10 +23,10 @@ from typing import Sequence
 import numpy as np
 
 from tfrs_diag._keras import tf
-from tfrs_diag.metrics._base import (TopKMetric, bincount, check_vector, names_at, prefix_bincounts,
-                                     relevant_item_counts)
+from tfrs_diag.metrics._base import bincount, check_vector, names_at, prefix_bincounts
 from tfrs_diag.metrics.diversity import gini
-from tfrs_diag.metrics.ranking import ACCURACY_NAMES, accuracy_terms, discounts
+from tfrs_diag.metrics.family import TopKMetric
+from tfrs_diag.metrics.relevance import ACCURACY_NAMES, discounts
 
 
 def lorenz_curve(values, points: int = 101) -> tuple[np.ndarray, np.ndarray]:
@@ -76,16 +76,18 @@ def group_gaps(values, counts):
 class UserGroupAccuracy(TopKMetric):
     """Streaming accuracy per user group with max-min gap, min/max ratio and UserMAD.
 
-    ``update_state(top_indices, positives, user_group)`` with ``user_group`` the [B]
-    group index of each query (0..len(group_names)-1).
+    Reads the batch's positives and its user grouping ``group_key`` (the [B] group index
+    of each query, 0..len(group_names)-1; the batch's only grouping when it holds one
+    tensor, as ``update_state(top_indices, positives, user_group)`` gives it).
 
     Result keys: ``<metric>_at_<k>/<group>``, ``<metric>_at_<k>_gap``,
     ``<metric>_at_<k>_ratio``, ``<metric>_at_<k>_user_mad`` and ``count/<group>``.
     """
 
-    def __init__(self, ks: Sequence[int], group_names: Sequence[str], *, name: str = "user_group_accuracy",
-                 **kwargs):
+    def __init__(self, ks: Sequence[int], group_names: Sequence[str], *, group_key: str = "user_group",
+                 name: str = "user_group_accuracy", **kwargs):
         super().__init__(ks, name=name, **kwargs)
+        self.group_key = group_key
         names = [str(g) for g in group_names]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"group_names must be non-empty and unique, got {group_names!r}")
@@ -94,13 +96,12 @@ class UserGroupAccuracy(TopKMetric):
         self.sums = self.add_weight(name="sums", shape=(g, len(self.ks), 4), initializer="zeros")
         self.counts = self.add_weight(name="counts", shape=(g,), initializer="zeros")
 
-    def update_state(self, top_indices, positives=None, user_group=None, exclude=None, sample_weight=None):
-        self.check_no_weights(sample_weight)
-        if positives is None or user_group is None:
-            raise ValueError("UserGroupAccuracy needs positives and user_group for each query")
+    def accumulate(self, batch):
+        batch.require_positives("UserGroupAccuracy")
+        self.check_top(batch)
         g = len(self.group_names)
-        terms = accuracy_terms(self.check_top(top_indices), positives, self.ks)
-        group = tf.reshape(tf.cast(user_group, tf.int32), [-1])
+        group = batch.user_group(self.group_key)
+        terms = batch.accuracy_terms(self.ks)  # shared with RankingAccuracy and the other groupings
         self.sums.assign_add(tf.math.unsorted_segment_sum(terms.per_query, group, g))
         self.counts.assign_add(tf.math.unsorted_segment_sum(terms.valid, group, g))
 
@@ -117,7 +118,7 @@ class UserGroupAccuracy(TopKMetric):
                  + [f"{stem}_{stat}" for stat in ("gap", "ratio", "user_mad") for stem in stems], values)]
 
     def get_config(self):
-        return {**super().get_config(), "group_names": list(self.group_names)}
+        return {**super().get_config(), "group_names": list(self.group_names), "group_key": self.group_key}
 
 
 class ItemExposure(TopKMetric):
@@ -148,13 +149,12 @@ class ItemExposure(TopKMetric):
         self.exposure = self.add_weight(name="exposure", shape=(len(self.ks), self.num_items), initializer="zeros")
         self.relevant = self.add_weight(name="relevant", shape=(len(self.group_names),), initializer="zeros")
 
-    def update_state(self, top_indices, positives=None, user_group=None, exclude=None, sample_weight=None):
-        self.check_no_weights(sample_weight)
-        top = self.check_top(top_indices)
+    def accumulate(self, batch):
+        top = self.check_top(batch)
         self.exposure.assign_add(prefix_bincounts(top, self.ks, self.num_items, weights=discounts(max(self.ks))))
-        if positives is not None:
+        if batch.positives is not None:
             self.relevant.assign_add(bincount(self._groups, len(self.group_names),
-                                              weights=relevant_item_counts(positives, self.num_items)))
+                                              weights=batch.relevant_item_counts(self.num_items)))
 
     def result_blocks(self):
         ks, names = self.ks, self.group_names
