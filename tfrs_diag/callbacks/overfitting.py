@@ -280,7 +280,9 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
             # put back after, in the same traced call (usage counts are paused).
             keep = _state_variables(model)
             saved = [tf.identity(v) for v in keep]
-            with tf.control_dependencies(saved):
+            # Paused here too: under a strategy this runs (and is traced) in each
+            # replica's own thread, which does not see the caller's thread-local pause.
+            with tf.control_dependencies(saved), counting_paused():
                 losses = [loss_of(e) for e in examples]
             with tf.control_dependencies(losses):
                 restores = [v.assign(s) for v, s in zip(keep, saved)]
