@@ -367,9 +367,13 @@ class GradientCapture:
         """
         s, cfg = self.state, self
         tracked = self.tracked
-        step = s.step.assign_add(1)
         norms = [self._sum_of_squares(g, v) for g, v in zip(grads, variables)]
         sumsq = tf.stack([n[0] for n in norms])
+        # Counted only once the gradients exist: nothing else orders the increment after
+        # the step's input, and Keras ends an epoch of unknown length with a step whose
+        # get_next raises OutOfRangeError (the increment ran anyway, one step too many).
+        with tf.control_dependencies([sumsq]):
+            step = s.step.assign_add(1)
         touched = [n[1] for n in norms]  # sparse: (row ids, valid, rows before the update)
         finite_sq = tf.math.is_finite(sumsq)
         self._tls.global_norm = tf.sqrt(tf.reduce_sum(sumsq))

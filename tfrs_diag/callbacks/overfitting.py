@@ -6,6 +6,7 @@ Thin Keras glue: the statistics are the pure functions of `tfrs_diag.stats.trend
 
 from __future__ import annotations
 
+import collections.abc
 import logging
 import math
 from typing import Any, Mapping, Sequence
@@ -23,6 +24,7 @@ _logger = logging.getLogger("tfrs_diag")
 _ON_OVERFIT = (None, "stop", "restore_best")
 _ACCURACY_HINTS = ("acc", "auc", "recall", "precision", "ndcg", "hit", "top_", "mrr", "map")
 _MAX_MODE_HINTS = _ACCURACY_HINTS + ("coverage",)
+_EVALUATE_BATCH_SIZE = 32  # Keras' default for arrays; used for an unbatched validation dataset
 
 
 def _mode_of(name: str) -> str:
@@ -74,8 +76,10 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
       log_dir: TensorBoard run directory (created; must be writable).
       validation_data: data the monitor evaluates with ``model.evaluate`` at each epoch
         end when ``fit`` got none (with ``fit(validation_data=...)`` the monitor reads
-        Keras' ``val_*`` logs instead). Without either, the epoch-level gap and trend are
-        off, with one logged note.
+        Keras' ``val_*`` logs instead): a feature dict or ``(x, y)`` tuple of arrays, or a
+        finite `tf.data.Dataset`, batched or not (unbatched ones are batched by 32). Without
+        either, the epoch-level gap and trend are off, with one logged note. Generators and
+        iterators are refused (read once); wrap one in ``tf.data.Dataset.from_generator``.
       probe_data: held-out examples for the in-epoch probe: a feature dict (TFRS), an
         ``(x, y)`` tuple (Keras) or a `tf.data.Dataset` of either (batched or not). The
         first ``probe_size`` examples are used. Default: taken from ``validation_data``.
@@ -156,6 +160,14 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         self._scalars = S.ScalarBatch()
 
         # Probe examples: checked (and an empty one rejected) here, made tensors once.
+        for name, value in (("validation_data", validation_data), ("probe_data", probe_data),
+                            ("train_probe_data", train_probe_data)):
+            _check_rereadable(value, name)
+        if isinstance(validation_data, tf.data.Dataset) and \
+                validation_data.cardinality() == tf.data.INFINITE_CARDINALITY:
+            raise ValueError(
+                "validation_data is an infinite dataset (.repeat() without a count): the monitor evaluates all of "
+                "it at each epoch end, which would never finish. Pass it without .repeat(), or .take(n) of it.")
         if probe_data is None and validation_data is not None:
             probe_data, self._heldout_from = validation_data, "validation_data"
         else:
@@ -280,7 +292,9 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
             # put back after, in the same traced call (usage counts are paused).
             keep = _state_variables(model)
             saved = [tf.identity(v) for v in keep]
-            with tf.control_dependencies(saved):
+            # Paused here too: under a strategy this runs (and is traced) in each
+            # replica's own thread, which does not see the caller's thread-local pause.
+            with tf.control_dependencies(saved), counting_paused():
                 losses = [loss_of(e) for e in examples]
             with tf.control_dependencies(losses):
                 restores = [v.assign(s) for v, s in zip(keep, saved)]
@@ -526,6 +540,8 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
             x, y, sw = tf.keras.utils.unpack_x_y_sample_weight(tuple(data))
             results = self.model.evaluate(x, y, sample_weight=sw, verbose=0, return_dict=True)
         else:
+            if isinstance(data, tf.data.Dataset) and not _is_batched(data.element_spec):
+                data = data.batch(_EVALUATE_BATCH_SIZE)  # one example per element: batched as for arrays
             results = self.model.evaluate(data, verbose=0, return_dict=True)
         for k, v in results.items():
             logs.setdefault(f"val_{k}", float(v))
@@ -726,6 +742,23 @@ def _is_batched(element_spec) -> bool:
     if not shapes or any(sh.rank is None or sh.rank == 0 for sh in shapes):
         return False
     return len({sh[0] for sh in shapes} - {None}) <= 1
+
+
+def _check_rereadable(data, argument: str) -> None:
+    """Rejects data that can be read only once (a generator, an iterator).
+
+    ``validation_data`` is evaluated at every epoch end; a probe would take its first
+    examples out of a stream that may also feed `fit`, and its items may be examples or
+    batches. A `tf.data.Dataset` (also one made with ``from_generator``) is re-readable.
+    """
+    if data is None or isinstance(data, (tf.data.Dataset, Mapping, tuple, list, np.ndarray, tf.Tensor)):
+        return
+    if isinstance(data, (collections.abc.Iterator, tf.data.Iterator)):
+        when = "at every epoch end" if argument == "validation_data" else "and would consume it"
+        raise ValueError(
+            f"{argument} is a {type(data).__name__}, which can be read only once, and the monitor reads it {when}. "
+            "Pass arrays (a feature dict or an (x, y) tuple) or a tf.data.Dataset, e.g. "
+            "tf.data.Dataset.from_generator(make_generator, output_signature=...), which re-runs the generator.")
 
 
 def _take_examples(data, size: int, argument: str):

@@ -88,9 +88,20 @@ class EmbeddingProbe(tf.keras.layers.Layer):
             # One op: the raw scatter takes ids of any shape and a scalar update. On `.handle`,
             # because under tf.distribute that is this replica's own copy of the ON_READ
             # variable (whose scatter_add method is not implemented).
-            tf.raw_ops.ResourceScatterAdd(resource=self.usage_counts.handle, indices=ids,
+            tf.raw_ops.ResourceScatterAdd(resource=self._counts_handle(), indices=ids,
                                           updates=tf.constant(1.0, tf.float32))
         return self.embedding(inputs)
+
+    def _counts_handle(self):
+        """This replica's copy of the counts; outside a replica (a mirrored model's tower
+        called in cross-replica context: a candidates ``dataset.map(tower)``, a
+        BruteForce index, eager calls after fit) the first copy, which the SUM read
+        adds like any other, so every lookup counts once."""
+        counts = self.usage_counts
+        try:
+            return counts.handle
+        except ValueError:  # DistributedVariable.handle outside a replica context
+            return counts.values[0].handle
 
     def compute_mask(self, inputs, mask=None):
         return self.embedding.compute_mask(inputs, mask)
