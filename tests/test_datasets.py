@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import doctest
 import math
 import os
 import sys
@@ -318,12 +317,6 @@ def test_modules_import_only_numpy_and_stdlib() -> None:
             assert set(roots) <= allowed, (path.name, roots)
 
 
-@pytest.mark.parametrize("module", [tfrs_diag.datasets, TYPES_MOD, SYNTHETIC_MOD], ids=lambda m: m.__name__)
-def test_docstring_examples_run(module) -> None:
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
-
-
 # --- MovieLens loader on small hand-made files (always runs) ---------------------------------
 
 
@@ -493,13 +486,6 @@ def test_movielens_min_rating_filter() -> None:
 
 
 @pytest.mark.movielens
-@needs_movielens
-def test_movielens_docstring_example(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TFRS_DIAG_MOVIELENS_DIR", str(ML_DIR))
-    result = doctest.testmod(MOVIELENS_MOD)
-    assert result.attempted > 0 and result.failed == 0
-
-
 def test_dicts_feed_tf_data_directly(tmp_path: Path) -> None:
     tf = pytest.importorskip("tensorflow")
     _write_fake_movielens(tmp_path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import pathlib
 import re
 
@@ -12,12 +11,6 @@ from tfrs_diag import recipes, report, schema, summary
 from tfrs_diag.callbacks import beyond_accuracy
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-@pytest.mark.parametrize("module", [schema, report, recipes], ids=lambda m: m.__name__)
-def test_docstring_examples_run(module):
-    failures, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert tried and not failures
 
 
 def test_docs_tag_table_is_the_schemas():
