@@ -208,13 +208,15 @@ class Underfitting(Detector):
     The held-out loss is never judged on its own: recorded, an overfitting MovieLens
     retrieval model's held-out loss stays above log(256) from its first epoch on (5.94 to
     6.2 per example) while its training loss falls from 5.55 to 4.5. Clears once the loss
-    is clearly below the baseline (``1 - 2 margin``) or improving by twice the tolerance.
+    is clearly below the baseline (``1 - 2 margin``) or improving by twice the tolerance. A
+    loss that grew past ``diverging_ratio`` x its lowest reading is diverging (the gradients'
+    alert), not underfitting.
     """
 
     kind = "underfitting"
 
     def __init__(self, margin: float = 0.02, min_readings: int = 3, plateau_window: int = 5,
-                 plateau_tolerance: float = 0.01, alpha: float = 0.05):
+                 plateau_tolerance: float = 0.01, alpha: float = 0.05, diverging_ratio: float = 10.0):
         super().__init__()
         if not 0 < margin < 0.5:
             raise ValueError(f"margin must be in (0, 0.5), got {margin!r}")
@@ -223,7 +225,7 @@ class Underfitting(Detector):
                 raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
         if not plateau_tolerance > 0:
             raise ValueError(f"plateau_tolerance must be > 0, got {plateau_tolerance!r}")
-        self.margin, self.min_readings = float(margin), min_readings
+        self.margin, self.min_readings, self.diverging_ratio = float(margin), min_readings, float(diverging_ratio)
         self.plateau_window, self.plateau_tolerance, self.alpha = plateau_window, float(plateau_tolerance), alpha
         self.reset()
 
@@ -256,6 +258,9 @@ class Underfitting(Detector):
         improvement = T.relative_improvement(series, self.plateau_window) \
             if len(series) >= 2 * self.plateau_window else float("nan")
         stalled_now = bool(stalled) and math.isfinite(improvement) and improvement < self.plateau_tolerance
+        diverging = series[-1] > self.diverging_ratio * min(series)
+        if diverging:  # a loss that blows up is the gradients' story (exploding), not underfitting
+            return found(self.clear(subject))
         if (at_base or stalled_now) and not learning:
             return found(self.fire(subject, self._message(series[-1], baseline if has_base else None, at_base,
                                                           list(stalled)),
