@@ -114,7 +114,9 @@ def test_dead_rows_and_popularity_buckets():
 
 
 @pytest.mark.parametrize("module", ["tfrs_diag.stats.trends", "tfrs_diag.stats.embeddings",
-                                    "tfrs_diag.layers.embedding_probe"])
+                                    "tfrs_diag.layers.embedding_probe", "tfrs_diag.detectors.overfitting",
+                                    "tfrs_diag.detectors.embeddings", "tfrs_diag.detectors.fairness",
+                                    "tfrs_diag.callbacks._probes"])
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
@@ -240,9 +242,9 @@ def test_validation_data_given_to_the_monitor_gives_the_epoch_gap(tmp_path):
     gap = dict(scalars["tfrs_diag/overfit/epoch/loss/gap"])
     assert gap[1] == pytest.approx(history.history["val_loss"][1] - history.history["loss"][1], rel=1e-5)
     # The held-out probe defaults to the validation data (100 examples, within one probe). Since the
-    # default cadence follows the data (13 steps per epoch: a reading every step, then maybe fewer
-    # if the probes cost more than 10% of the training time), the count is no longer 3.
-    assert len(monitor.readings) > 3 and all(r["seen"] is None for r in monitor.readings)
+    # default cadence follows the data (13 steps per epoch: a reading every step), the count is no
+    # longer 3 (1 before training + 2 epoch ends) but 1 + 2 x 13.
+    assert len(monitor.readings) == 27 and all(r["seen"] is None for r in monitor.readings)
     assert monitor.readings[-1]["heldout"] == pytest.approx(history.history["val_loss"][-1], rel=1e-5)
 
 

@@ -192,7 +192,9 @@ class Underfitting(Detector):
     without one, the epoch loss), from the last reading of the first epoch on (the first
     epoch is warm-up):
 
-    - **at the baseline**: at least ``min_readings`` readings, and every one of them is
+    - **at the baseline**: at least ``min_readings`` readings (over half an epoch at the
+      default cadence: a healthy slow starter, recorded at 99.4% then 98.4% of log(256) in
+      its first readings of epoch 2, is at 97.4% by the fifth), and every one of them is
       at or above ``(1 - margin) x baseline``. The baseline is the best trivial
       predictor's loss (the callback's lowest of: a given ``baseline_loss``, the mean
       predictor for MSE/BCE-like losses, the uniform softmax ``log(probe size)`` for a
@@ -215,7 +217,7 @@ class Underfitting(Detector):
 
     kind = "underfitting"
 
-    def __init__(self, margin: float = 0.02, min_readings: int = 3, plateau_window: int = 5,
+    def __init__(self, margin: float = 0.02, min_readings: int = 5, plateau_window: int = 5,
                  plateau_tolerance: float = 0.01, alpha: float = 0.05, diverging_ratio: float = 10.0):
         super().__init__()
         if not 0 < margin < 0.5:
