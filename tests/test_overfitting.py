@@ -114,7 +114,9 @@ def test_dead_rows_and_popularity_buckets():
 
 
 @pytest.mark.parametrize("module", ["tfrs_diag.stats.trends", "tfrs_diag.stats.embeddings",
-                                    "tfrs_diag.layers.embedding_probe"])
+                                    "tfrs_diag.layers.embedding_probe", "tfrs_diag.detectors.overfitting",
+                                    "tfrs_diag.detectors.embeddings", "tfrs_diag.detectors.fairness",
+                                    "tfrs_diag.callbacks._probes"])
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
@@ -239,7 +241,11 @@ def test_validation_data_given_to_the_monitor_gives_the_epoch_gap(tmp_path):
     scalars = summary.read_run(str(tmp_path / "train")).scalars
     gap = dict(scalars["tfrs_diag/overfit/epoch/loss/gap"])
     assert gap[1] == pytest.approx(history.history["val_loss"][1] - history.history["loss"][1], rel=1e-5)
-    assert len(monitor.readings) == 3  # the held-out probe defaults to the validation data
+    # The held-out probe defaults to the validation data (100 examples, within one probe). Since the
+    # default cadence follows the data (13 steps per epoch: a reading every step), the count is no
+    # longer 3 (1 before training + 2 epoch ends) but 1 + 2 x 13.
+    assert len(monitor.readings) == 27 and all(r["seen"] is None for r in monitor.readings)
+    assert monitor.readings[-1]["heldout"] == pytest.approx(history.history["val_loss"][-1], rel=1e-5)
 
 
 def test_empty_probes_and_bad_arguments_get_clear_errors(tmp_path):
@@ -322,3 +328,67 @@ def test_overfitting_trend_test_stays_quiet_on_noise(tmp_path):
         fired += any(a.kind == "overfitting" for a in monitor.alerts)
     # 6 overlapping windows per run, each at most ~4% false alarms: about 15% of runs; 3 of 20 seen.
     assert fired <= 5
+
+
+# ---------------------------------------------------------------- reset, cadence, detectors
+
+
+def test_one_instance_serves_two_fits_like_early_stopping(tmp_path):
+    tf.keras.utils.set_random_seed(0)
+    ids = np.arange(400) % 50  # a 1000-row table, 50 rows used: dead rows fire in every fit
+    item = tf.keras.Input((), dtype=tf.int32)
+    model = tf.keras.Model(item, tf.keras.layers.Dense(1)(EmbeddingProbe(tf.keras.layers.Embedding(1000, 8))(item)))
+    model.compile(optimizer="adam", loss="mse")
+    x, y = ids[:300], np.ones(300, np.float32)
+    monitor = OverfittingMonitor(str(tmp_path), probe_data=(ids[300:], np.ones(100, np.float32)),
+                                 train_probe_data=(x, y), probe_every_n_steps=2, verbose=0)
+    for _ in range(2):
+        model.fit(x, y, batch_size=50, epochs=2, callbacks=[monitor], verbose=0)
+        assert [r["step"] for r in monitor.readings] == [0, 2, 4, 6, 8, 10, 12]  # not appended to the last fit's
+        assert [a.kind for a in monitor.alerts if a.status == "firing"] == ["dead_embedding_rows"]
+        assert len(monitor.epoch_logs) == 2 and monitor.best_epoch in (0, 1)
+    assert monitor.baselines["untrained"] < 1.0  # measured again: the second fit starts from trained weights
+
+
+def test_default_probe_cadence_follows_the_steps_per_epoch_and_an_explicit_one_is_kept(tmp_path):
+    from tfrs_diag.callbacks.overfitting import default_probe_every
+
+    assert default_probe_every(78) == 9 and default_probe_every(3) == 1 and default_probe_every(None) == 100
+    x, y = _regression(n=1280)
+    for every, want in ((None, 5), (7, 7)):
+        tf.keras.utils.set_random_seed(0)
+        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        monitor = OverfittingMonitor(str(tmp_path / str(every)), probe_data=(x[:64], y[:64]),
+                                     train_probe_data=(x[64:], y[64:]), probe_every_n_steps=every, verbose=0)
+        model.fit(x, y, batch_size=32, epochs=1, callbacks=[monitor], verbose=0)  # 40 steps per epoch
+        steps = [r["step"] for r in monitor.readings]
+        assert steps[1] == want and steps[-1] == 40
+        if every is None:
+            assert len(steps) - 1 >= 8  # at least 8 readings in the epoch
+    assert monitor.probe_every_n_steps == 7
+
+
+def test_detectors_replace_the_defaults_by_kind_and_unknown_kinds_are_refused(tmp_path):
+    from tfrs_diag import detectors as D
+
+    under = D.Underfitting(margin=0.05)
+    monitor = OverfittingMonitor(str(tmp_path), detectors=[under, D.Overfitting("val_recall", window=4)], verbose=0)
+    assert monitor.detectors["underfitting"] is under
+    assert monitor.monitor == "val_recall" and monitor.mode == "max"
+    with pytest.raises(ValueError, match="not a detector of this monitor"):
+        OverfittingMonitor(str(tmp_path), detectors=[D.FairnessGap("ndcg_at_10")])
+
+
+def test_nonfinite_probe_losses_pause_the_detectors_with_one_note(tmp_path):
+    x, y = _regression()
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+    model.compile(optimizer=tf.keras.optimizers.SGD(5.0), loss="mse")  # diverges within a few steps
+    monitor = OverfittingMonitor(str(tmp_path), probe_data=(x[:64], y[:64]), train_probe_data=(x[64:], y[64:]),
+                                 validation_data=(x[:64], y[:64]), probe_every_n_steps=2, verbose=0)
+    model.fit(x[64:], y[64:], batch_size=32, epochs=3, callbacks=[monitor], verbose=0)
+    assert not math.isfinite(monitor.readings[-1]["heldout"])
+    pauses = [n for n in monitor.notes if "NaN/Inf since step" in n]
+    assert len(pauses) == 1 and monitor.pause.paused
+    assert monitor.alerts == []  # no underfitting, one-epoch overfitting or trend alert from garbage values

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Mapping, Sequence
 
+from tfrs_diag import detectors as D
 from tfrs_diag import summary as S
 from tfrs_diag._keras import tf
 from tfrs_diag._model_checks import check_xla_compatible
@@ -42,8 +43,11 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
       `EarlyStopping` and `ModelCheckpoint` listed **after** this callback can monitor
       them;
     - fires ``fairness_gap`` when a user group's ``alert_metric`` falls below
-      ``fairness_ratio`` of the best group's, and ``exposure_concentration`` when the
-      exposure Gini at the smallest K exceeds ``exposure_gini``.
+      ``fairness_ratio`` of the best group's (`tfrs_diag.detectors.FairnessGap`: one alert
+      per user-group key, moved to the new worst group when it changes, cleared when the
+      gap closes), and ``exposure_concentration`` when the exposure Gini at the smallest
+      K exceeds ``exposure_gini`` (`tfrs_diag.detectors.ExposureConcentration`). After an
+      evaluation with NaN/Inf metrics (a diverged model) both pause, with one note.
 
     Args:
       log_dir: TensorBoard log directory.
@@ -111,12 +115,18 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
         self.alert_log = S.AlertLog(self.log_dir, run, echo=bool(verbose))
         self._scalars = S.ScalarBatch()
         self.history: list[tuple[int, EvaluationResult]] = []
+        self.fairness = D.FairnessGap(self.alert_metric, fairness_ratio)
+        self.exposure = D.ExposureConcentration(exposure_gini)
+        self.pause = D.NonFinitePause("BeyondAccuracy")
+        self.notes: list[str] = []
 
     @property
     def alerts(self) -> list[S.Alert]:
         return list(self.alert_log.history)
 
     def on_train_begin(self, logs=None):
+        for d in (self.fairness, self.exposure, self.pause):
+            d.reset()
         check_xla_compatible(self.model, "BeyondAccuracy")
         # Unknown towers or features fail before the first epoch, not after it.
         self.evaluator.query_tower(self.model)
@@ -171,30 +181,15 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
         writer.flush()
 
     def _check_alerts(self, result: EvaluationResult, step: int, epoch: int):
-        for key, rows in result.tables.items():
-            present = [r for r in rows if r["count"] > 0 and self.alert_metric in r]
-            if len(present) < 2:
-                continue
-            best = max(present, key=lambda r: r[self.alert_metric])
-            worst = min(present, key=lambda r: r[self.alert_metric])
-            ratio = worst[self.alert_metric] / best[self.alert_metric] if best[self.alert_metric] > 0 else 1.0
-            subject = f"{key}={worst['group']}"
-            if ratio < self.fairness_ratio:
-                self.alert_log.fire(S.Alert(
-                    "fairness_gap", "warning", step, epoch, subject,
-                    f"Users in {key}={worst['group']} get {ratio:.0%} of the {self.alert_metric} of "
-                    f"{key}={best['group']}: check their training data share, or reweight or oversample them.",
-                    {"metric": self.alert_metric, "worst": worst, "best": best, "ratio": ratio}))
-            else:
-                self.alert_log.clear("fairness_gap", subject, step, epoch)
         k = result.ks[0]
-        g = result.metrics.get(f"exposure_gini_at_{k}")
-        if g is not None:
-            if g > self.exposure_gini:
-                self.alert_log.fire(S.Alert(
-                    "exposure_concentration", "warning", step, epoch, f"exposure_gini_at_{k}",
-                    f"Exposure is concentrated on few items (Gini {g:.2f}): add popularity-debiasing "
-                    "(e.g. logQ correction or sampling negatives by popularity) or re-rank for coverage.",
-                    {"exposure_gini": g, "coverage": result.metrics.get(f"coverage_at_{k}")}))
-            else:
-                self.alert_log.clear("exposure_concentration", f"exposure_gini_at_{k}", step, epoch)
+        gini = result.metrics.get(f"exposure_gini_at_{k}")
+        note = self.pause.update(D.all_finite([result.metrics.get(self.alert_metric), gini]), step)
+        if note:
+            self.notes.append(note)
+            if self.verbose:
+                print(note, flush=True)
+        if self.pause.paused:
+            return
+        findings = self.fairness.update(result.tables) + self.exposure.update(
+            k, gini, result.metrics.get(f"coverage_at_{k}"))
+        D.apply_findings(self.alert_log, findings, step, epoch)

@@ -1,7 +1,9 @@
 """`OverfittingMonitor`: overfitting, one-epoch overfitting, underfitting and embedding health.
 
-Thin Keras glue: the statistics are the pure functions of `tfrs_diag.stats.trends` and
-`tfrs_diag.stats.embeddings`; alerts go through `tfrs_diag.summary.AlertLog`.
+Thin Keras glue: it captures numbers (probe losses: `_probes.ProbeRunner`; epoch logs;
+embedding tables: `_tables.TableReader`), feeds them to its detectors
+(`tfrs_diag.detectors`), writes scalars and the detectors' findings, and acts on
+overfitting (`_restore.BestWeights`).
 """
 
 from __future__ import annotations
@@ -9,68 +11,54 @@ from __future__ import annotations
 import collections.abc
 import logging
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
-import numpy as np
-
+from tfrs_diag import detectors as D
 from tfrs_diag import summary as S
 from tfrs_diag._keras import tf
 from tfrs_diag._model_checks import check_xla_compatible
-from tfrs_diag.layers.embedding_probe import EmbeddingProbe, counting_paused
-from tfrs_diag.stats import embeddings as E
+from tfrs_diag.callbacks._gradient_signals import gradients_nonfinite, stalled_layers
+from tfrs_diag.callbacks._probes import ProbeRunner, default_probe_every  # noqa: F401 (re-exported)
+from tfrs_diag.callbacks._restore import BestWeights, restorable_variables  # noqa: F401 (re-exported)
+from tfrs_diag.callbacks._tables import TableReader
 from tfrs_diag.stats import trends as T
 
 _logger = logging.getLogger("tfrs_diag")
 _ON_OVERFIT = (None, "stop", "restore_best")
-_ACCURACY_HINTS = ("acc", "auc", "recall", "precision", "ndcg", "hit", "top_", "mrr", "map")
-_MAX_MODE_HINTS = _ACCURACY_HINTS + ("coverage",)
 _EVALUATE_BATCH_SIZE = 32  # Keras' default for arrays; used for an unbatched validation dataset
 
 
-def _mode_of(name: str) -> str:
-    """"max" for metrics where higher is better (accuracy, recall, top-K...), else "min"."""
-    return "max" if any(h in name.lower() for h in _MAX_MODE_HINTS) else "min"
+def _default_detectors() -> dict[str, D.Detector]:
+    return {d.kind: d for d in (D.Overfitting(), D.OneEpochOverfitting(), D.Underfitting(), D.EmbeddingCollapse(),
+                                D.EmbeddingMemorization(), D.DeadEmbeddingRows())}
 
 
 class OverfittingMonitor(tf.keras.callbacks.Callback):
-    """Watches a `fit` for overfitting, one-epoch overfitting, underfitting and embedding collapse.
+    """Watches a `fit` for overfitting, one-epoch overfitting, underfitting and embedding health.
 
-    Detectors (thresholds are arguments; docs/diagnostics.md explains each):
+    Each alert kind is one detector of `tfrs_diag.detectors` (docs/diagnostics.md gives
+    each rule, its thresholds and the recorded runs they were set on):
+    `Overfitting` (trend of ``monitor`` over the last epochs), `OneEpochOverfitting`
+    (held-out probe jump after an epoch boundary), `Underfitting` (training loss at a
+    trivial baseline, or stalled with stalled gradients), `EmbeddingCollapse`,
+    `EmbeddingMemorization`, `DeadEmbeddingRows` (every `tfrs_diag.layers.EmbeddingProbe`,
+    each epoch). Pass your own instances in ``detectors`` to change thresholds.
 
-    - **overfitting** (epoch level): over the last ``window`` epochs the validation
-      ``monitor`` worsens (Mann-Kendall one-sided p < ``alpha`` and Theil-Sen slope in the
-      worsening direction) while its training counterpart does not worsen.
-    - **one_epoch_overfitting** (inside epochs): every ``probe_every_n_steps`` steps and at
-      each epoch end, one traced call computes the loss on a fixed held-out probe
-      (``probe_data``) and on a fixed probe of training examples (``train_probe_data``).
-      Within the first ``jump_fraction`` of an epoch after the first, the held-out loss
-      rises by more than ``jump_threshold`` (relative) above its value at the end of the
-      previous epoch while the training probe's loss falls.
-    - **underfitting**: from the second epoch on, the mean of the training probe's last
-      ``plateau_window`` readings (else of the epoch training losses) is less than
-      ``plateau_tolerance`` below the mean of the ``plateau_window`` before, while the loss
-      is still above ``underfit_ratio`` x a trivial baseline: ``baseline_loss`` if given,
-      else the smaller of the untrained model's probe loss (close to a uniform predictor
-      for a retrieval softmax) and, for plain Keras models, a mean predictor's loss. A
-      plateau together with a firing ``vanishing_gradients`` alert of
-      ``gradient_statistics`` also counts.
-    - **embedding_collapse**, **embedding_memorization**, **dead_embedding_rows**: for every
-      `tfrs_diag.layers.EmbeddingProbe` in the model, each epoch: information abundance
-      of the used rows (a row sample of ``embedding_sample_rows``) below
-      ``collapse_ratio`` x the dimension; mean row norm of the least-used quarter of rows
-      above ``memorization_ratio`` x that of the most-used quarter, and growing; more than
-      ``dead_rows_fraction`` of rows never looked up.
-
-    Each alert fires once per (kind, subject), prints one line saying what to try, is
-    written to ``tfrs_diag/alerts`` and gets a "cleared" record when its condition stops.
+    Every ``probe_every_n_steps`` steps and at each epoch end, one traced call computes
+    the loss on a fixed held-out probe (``probe_data``) and training probe
+    (``train_probe_data``). After NaN/Inf probe losses or epoch values, or non-finite
+    gradients reported by ``gradient_statistics``, the detectors pause until values are
+    finite again, with one note (`tfrs_diag.detectors.NonFinitePause`).
 
     Written under ``log_dir/<run>``: ``tfrs_diag/overfit/probe/{heldout_loss,seen_loss,gap}``
     (at the global step), ``tfrs_diag/overfit/epoch/<metric>/{train,val,gap,relative_gap}``,
-    ``tfrs_diag/overfit/epoch/trend/<name>/{slope,p_worse}`` (at the epoch index, like
-    Keras' ``epoch_loss``), and ``tfrs_diag/embed/{information_abundance,abundance_ratio,
-    effective_rank,dead_row_fraction,tail_head_norm_ratio,row_norm_bucket_<i>}/<table>``.
-    The probe losses are also added to the epoch logs as ``probe_heldout_loss`` and
-    ``probe_seen_loss`` (so `EarlyStopping` can use them).
+    ``tfrs_diag/overfit/epoch/trend/<name>/{slope,p_worse}`` (at the epoch index), and
+    ``tfrs_diag/embed/{information_abundance,abundance_ratio,effective_rank,dead_row_fraction,
+    tail_head_norm_ratio,row_norm_bucket_<i>}/<table>``. The probe losses are also added
+    to the epoch logs as ``probe_heldout_loss`` and ``probe_seen_loss``.
+
+    `on_train_begin` resets every reading, detector and alert, so one instance can
+    serve several fits (like Keras' `EarlyStopping`); ``alerts`` are the latest fit's.
 
     Args:
       log_dir: TensorBoard run directory (created; must be writable).
@@ -83,81 +71,67 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
       probe_data: held-out examples for the in-epoch probe: a feature dict (TFRS), an
         ``(x, y)`` tuple (Keras) or a `tf.data.Dataset` of either (batched or not). The
         first ``probe_size`` examples are used. Default: taken from ``validation_data``.
-      train_probe_data: training examples, in the same form.
+      train_probe_data: training examples, in the same form (underfitting is judged on
+        them; plain Keras models fall back to the epoch loss).
       probe_size: examples per probe (both probes use the same number, so that
         sum-reduced losses such as TFRS retrieval's are comparable).
       probe_every_n_steps: cadence of the in-epoch probes (also run at every epoch end).
-        One-epoch overfitting is only seen with several readings per epoch.
-      monitor: the epoch-level quantity to test and to pick the best epoch by ("val_loss";
-        without it the held-out probe loss at epoch end picks the best epoch).
+        None (default): ``steps per epoch // 8`` (at least 8 readings per epoch, and so at
+        most 2 x 9 x ``probe_size`` forward passes per epoch whatever its length: about 2%
+        of an epoch's training cost on MovieLens-100k), from ``fit``'s known steps per
+        epoch, else from the first epoch's length (every 100 steps until then). An explicit
+        value is kept.
+      monitor: the epoch-level quantity to test and to pick the best epoch by.
       mode: "min", "max" or "auto" (max for accuracy/recall/NDCG-like names).
       on_overfit: None (alert only), "stop" (stop `fit`) or "restore_best" (stop and
-        put back the weights of the best epoch by ``monitor``; like Keras' EarlyStopping,
-        it copies the weights to host memory at each new best epoch).
-      baseline_loss: the loss of a trivial predictor (e.g. popularity) on the training
-        probe, for the underfitting test.
-      gradient_statistics: a `GradientStatistics` callback in the same `fit`; its
-        vanishing-gradient alerts feed the underfitting detector.
+        put back the weights of the best epoch by ``monitor``).
+      baseline_loss: the per-example loss of a trivial predictor (e.g. popularity) on
+        the training probe, for the underfitting test.
+      gradient_statistics: a `GradientStatistics` callback in the same `fit`: its
+        vanishing-gradient alerts and update/weight ratios feed the underfitting test,
+        its non-finite gradients pause the detectors.
+      detectors: detector instances replacing the defaults of the same kind, e.g.
+        ``[tfrs_diag.detectors.Overfitting(window=7), tfrs_diag.detectors.Underfitting(margin=0.05)]``.
       verbose: print alerts and notes to the console.
-
-    Example:
-
-    >>> monitor = tfrs_diag.callbacks.OverfittingMonitor(               # doctest: +SKIP
-    ...     "logs/run1", probe_data=test_features, train_probe_data=train_features,
-    ...     probe_every_n_steps=20, on_overfit="restore_best")
-    >>> model.fit(train_ds, validation_data=val_ds, epochs=20, callbacks=[monitor])  # doctest: +SKIP
-    >>> [str(a) for a in monitor.alerts]                                 # doctest: +SKIP
     """
 
     def __init__(self, log_dir: str, validation_data: Any = None, probe_data: Any = None,
-                 train_probe_data: Any = None, *, probe_size: int = 256, probe_every_n_steps: int = 100,
+                 train_probe_data: Any = None, *, probe_size: int = 256, probe_every_n_steps: int | None = None,
                  monitor: str = "val_loss", mode: str = "auto", on_overfit: str | None = None,
-                 window: int = 5, alpha: float = 0.05, jump_threshold: float = 0.1, jump_fraction: float = 0.5,
-                 plateau_window: int = 5, plateau_tolerance: float = 0.01, underfit_ratio: float = 0.95,
                  baseline_loss: float | None = None, gradient_statistics: Any = None,
-                 collapse_ratio: float = 0.1, memorization_ratio: float = 2.0, dead_rows_fraction: float = 0.5,
+                 detectors: Iterable[D.Detector] = (),
                  embedding_sample_rows: int = 20000, num_popularity_buckets: int = 4, seed: int = 0,
                  verbose: int = 1, run: str = "train"):
         super().__init__()
         self._supports_tf_logs = True  # the batch hook never reads logs
         if on_overfit not in _ON_OVERFIT:
             raise ValueError(f"on_overfit must be one of {_ON_OVERFIT}, got {on_overfit!r}")
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
-        for name, value, lo in (("probe_size", probe_size, 2), ("probe_every_n_steps", probe_every_n_steps, 1),
-                                ("window", window, 3), ("plateau_window", plateau_window, 1),
-                                ("embedding_sample_rows", embedding_sample_rows, 2),
-                                ("num_popularity_buckets", num_popularity_buckets, 2)):
+        checks = [("probe_size", probe_size, 2), ("embedding_sample_rows", embedding_sample_rows, 2),
+                  ("num_popularity_buckets", num_popularity_buckets, 2)]
+        if probe_every_n_steps is not None:
+            checks.append(("probe_every_n_steps", probe_every_n_steps, 1))
+        for name, value, lo in checks:
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-        for name, value in (("alpha", alpha), ("jump_fraction", jump_fraction), ("underfit_ratio", underfit_ratio),
-                            ("collapse_ratio", collapse_ratio), ("dead_rows_fraction", dead_rows_fraction)):
-            if not 0 < value <= 1:
-                raise ValueError(f"{name} must be in (0, 1], got {value!r}")
-        for name, value in (("jump_threshold", jump_threshold), ("plateau_tolerance", plateau_tolerance),
-                            ("memorization_ratio", memorization_ratio)):
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
+        self.detectors = _default_detectors()
+        self.detectors["overfitting"] = D.Overfitting(monitor, mode)
+        for d in detectors:
+            if d.kind not in self.detectors:
+                raise ValueError(f"detectors: {type(d).__name__} ({d.kind!r}) is not a detector of this monitor; "
+                                 f"its kinds are {sorted(self.detectors)}")
+            self.detectors[d.kind] = d
         self.log_dir = S.check_log_dir(log_dir)
         self.run = run
         self.validation_data = validation_data
         self.probe_size = probe_size
         self.probe_every_n_steps = probe_every_n_steps
-        self.monitor = monitor
-        self.mode = _mode_of(monitor) if mode == "auto" else mode
+        self._explicit_every = probe_every_n_steps is not None
+        self.monitor = self.detectors["overfitting"].monitor
+        self.mode = self.detectors["overfitting"].mode
         self.on_overfit = on_overfit
-        self.window, self.alpha = window, float(alpha)
-        self.jump_threshold, self.jump_fraction = float(jump_threshold), float(jump_fraction)
-        self.plateau_window, self.plateau_tolerance = plateau_window, float(plateau_tolerance)
-        self.underfit_ratio = float(underfit_ratio)
+        self.baseline_loss = baseline_loss
         self.gradient_statistics = gradient_statistics
-        self.collapse_ratio, self.memorization_ratio = float(collapse_ratio), float(memorization_ratio)
-        self.dead_rows_fraction = float(dead_rows_fraction)
-        self.embedding_sample_rows, self.num_popularity_buckets = embedding_sample_rows, num_popularity_buckets
-        self.seed = seed
         self.verbose = verbose
-        self.alert_log = S.AlertLog(self.log_dir, run, echo=bool(verbose))
-        self._scalars = S.ScalarBatch()
 
         # Probe examples: checked (and an empty one rejected) here, made tensors once.
         for name, value in (("validation_data", validation_data), ("probe_data", probe_data),
@@ -172,67 +146,84 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
             probe_data, self._heldout_from = validation_data, "validation_data"
         else:
             self._heldout_from = "probe_data"
-        self._heldout = _take_examples(probe_data, probe_size, self._heldout_from)
-        self._seen = _take_examples(train_probe_data, probe_size, "train_probe_data")
-        if self._heldout is not None and self._seen is not None:
-            n = min(_num_examples(self._heldout), _num_examples(self._seen))
-            self._heldout, self._seen = _head(self._heldout, n), _head(self._seen, n)
-        self._probe_fn = None
-        self._probe_key = None
+        heldout = _take_examples(probe_data, probe_size, self._heldout_from)
+        seen = _take_examples(train_probe_data, probe_size, "train_probe_data")
+        if heldout is not None and seen is not None:
+            n = min(_num_examples(heldout), _num_examples(seen))
+            heldout, seen = _head(heldout, n), _head(seen, n)
+        size = _num_examples(heldout if heldout is not None else seen) if heldout is not None or seen is not None \
+            else probe_size
+        self.probes = ProbeRunner(heldout, seen, size)
+        self.tables = TableReader(embedding_sample_rows, num_popularity_buckets, seed)
         self._stepped = False  # a train step has run: model and compiled metrics exist
+        self._is_tfrs = False
+        self._reset()
 
-        self.readings: list[dict[str, float]] = []  # step, epoch, heldout, seen
+    def _reset(self):
+        """Forgets everything of a previous fit (called by `on_train_begin`)."""
+        self.alert_log = S.AlertLog(self.log_dir, self.run, echo=bool(self.verbose))
+        self._scalars = S.ScalarBatch()
+        self.readings: list[dict[str, float]] = []  # step, epoch, heldout, seen (as the model computes them)
         self.epoch_logs: list[dict[str, float]] = []
         self.embedding_stats: list[dict[str, Any]] = []
         self.notes: list[str] = []
-        self.best_epoch: int | None = None
-        self.best_value: float | None = None
+        self._noted: set[str] = set()
+        self.best = BestWeights(self.mode, keep=self.on_overfit == "restore_best")
         self.restored_epoch: int | None = None
         self.stopped_epoch: int | None = None
-        self._best_weights: list[np.ndarray] | None = None
-        self.baselines: dict[str, float] = {} if baseline_loss is None else {"given": float(baseline_loss)}
-        self._step = 0
-        self._epoch = 0
-        self._epoch_start_step = 0
-        self._epoch_steps: list[int] = []
-        self._jump_checked_epoch = -1
-        self._noted: set[str] = set()
-        self._probes: list[EmbeddingProbe] = []
-        self._stats_fns: dict[int, Any] = {}
-        self._prev_tail_norm: dict[str, float] = {}
+        self.baselines: dict[str, float] = {} if self.baseline_loss is None else {"given": float(self.baseline_loss)}
+        self.pause = D.NonFinitePause("OverfittingMonitor")
+        for d in self.detectors.values():
+            d.reset()
+        self._scale = 1.0
+        self._step = self._epoch = self._epoch_start_step = 0
+        self._grad_nonfinite = -1
+        if not self._explicit_every:
+            self.probe_every_n_steps = None
 
     # ------------------------------------------------------------ public
 
     @property
     def alerts(self) -> list[S.Alert]:
-        """Every alert fired (and cleared) so far, in order."""
+        """Every alert fired (and cleared) in the latest fit, in order."""
         return list(self.alert_log.history)
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.best.epoch
+
+    @property
+    def best_value(self) -> float | None:
+        return self.best.value
+
+    @property
+    def baseline(self) -> float | None:
+        """The underfitting test's trivial baseline per example: the lowest of ``baselines``."""
+        return min(self.baselines.values()) if self.baselines else None
 
     # ------------------------------------------------------------ Keras hooks
 
     def on_train_begin(self, logs=None):
+        self._reset()
         model = self.model
         check_xla_compatible(model, "OverfittingMonitor")
         self._is_tfrs = _is_tfrs_model(model)
         if not self._is_tfrs and getattr(model, "compiled_loss", None) is None:
             raise RuntimeError("OverfittingMonitor needs a compiled model: call model.compile(loss=...) before fit().")
-        self._probes = [layer for layer in _all_layers(model) if isinstance(layer, EmbeddingProbe)]
-        if self._probe_key is not None and self._probe_key[0] != id(model):
-            self._stepped = False  # another model: trace for it again once it is built
-        if self._has_probes and not self.readings:
-            # Before any training step: the trivial baseline of the underfitting test.
-            heldout, seen = self._run_probes()
+        self.tables.attach(model)
+        if self.probe_every_n_steps is None:
+            self.probe_every_n_steps = default_probe_every((self.params or {}).get("steps"))
+        if self.probes.active:
+            # Before any training step: the trivial baselines of the underfitting test.
+            self._scale = self.probes.per_example_scale(model, self._is_tfrs)
+            heldout, seen = self.probes.run(model, self._is_tfrs, self._stepped)
             if not self.baselines:
-                self.baselines["untrained"] = seen if seen is not None else heldout
-                mean_loss = self._mean_predictor_loss()
-                if mean_loss is not None:
-                    self.baselines["mean_predictor"] = mean_loss
+                self.baselines["untrained"] = (seen if seen is not None else heldout) / self._scale
+                self.baselines.update(self.probes.trivial_baselines(model, self._is_tfrs))
             self._record_reading(heldout, seen)
-
-    @property
-    def _baseline(self) -> float | None:
-        """The underfitting test's trivial baseline: the lowest of ``baselines`` (None before any)."""
-        return min(self.baselines.values()) if self.baselines else None
+        elif self._is_tfrs:
+            self._note("no_probes_tfrs", "OverfittingMonitor: no train_probe_data, so underfitting is not judged "
+                                         "(a TFRS epoch loss is the last batch's, often a sum).")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = int(epoch)
@@ -241,27 +232,36 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self._stepped = True
         self._step = self._epoch_start_step + int(batch) + 1
-        if self._has_probes and self._step % self.probe_every_n_steps == 0:
+        if self.probes.active and self._step % self.probe_every_n_steps == 0:
             self._probe_reading()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        self._epoch_steps.append(self._step - self._epoch_start_step)
+        steps = self._step - self._epoch_start_step
         reading = None
-        if self._has_probes:
+        if self.probes.active:
             reading = self.readings[-1] if self.readings and self.readings[-1]["step"] == self._step \
                 else self._probe_reading()
+            self.detectors["one_epoch_overfitting"].end_epoch(
+                self._epoch, self._step, *self._per_example(reading["heldout"], reading["seen"]), steps)
             logs["probe_heldout_loss"] = reading["heldout"]
             if reading["seen"] is not None:
                 logs["probe_seen_loss"] = reading["seen"]
+            self._fit_cadence(steps)
         self._evaluate_validation(logs)
         values = {k: float(v) for k, v in logs.items() if _is_number(v)}
         self.epoch_logs.append(values)
+        finite = D.all_finite(values.get(k) for k in ("loss", self.monitor)) and not self._gradients_nonfinite()
+        if reading is not None:
+            finite = finite and D.all_finite((reading["heldout"], reading["seen"]))
+        self._pause(finite)
         writer = S.writer_for(self.log_dir, self.run)
         with writer.as_default():
             self._epoch_level(values)
-            if not self._has_probes:
-                self._check_underfitting([e["loss"] for e in self.epoch_logs if "loss" in e], "loss")
+            if self.probes.seen is None and not self._is_tfrs and "loss" in values and not self.pause.paused:
+                self._apply(self.detectors["underfitting"].update(
+                    self._step, self._epoch, seen=values["loss"], heldout=None, baseline=self.baseline,
+                    stalled=self._stalled_layers()))
             self._embedding_level()
         writer.flush()
         self._track_best(values, reading)
@@ -269,90 +269,10 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         S.writer_for(self.log_dir, self.run).flush()
 
-    # ------------------------------------------------------------ probes
+    # ------------------------------------------------------------ readings
 
-    @property
-    def _has_probes(self) -> bool:
-        return self._heldout is not None or self._seen is not None
-
-    def _make_probe_fn(self):
-        model, is_tfrs = self.model, self._is_tfrs
-
-        def loss_of(example):
-            # A copy of every dict: the tutorials' compute_loss pops the label from it.
-            example = _copy_structure(example)
-            if is_tfrs:
-                return tf.cast(model.compute_loss(example, training=False), tf.float32)
-            x, y, sw = tf.keras.utils.unpack_x_y_sample_weight(example)
-            y_pred = model(x, training=False)
-            return tf.cast(model.compiled_loss(y, y_pred, sw), tf.float32)
-
-        def probe_in_replica(examples):
-            # Evaluating the probes must leave no trace: metric state is saved before and
-            # put back after, in the same traced call (usage counts are paused).
-            keep = _state_variables(model)
-            saved = [tf.identity(v) for v in keep]
-            # Paused here too: under a strategy this runs (and is traced) in each
-            # replica's own thread, which does not see the caller's thread-local pause.
-            with tf.control_dependencies(saved), counting_paused():
-                losses = [loss_of(e) for e in examples]
-            with tf.control_dependencies(losses):
-                restores = [v.assign(s) for v, s in zip(keep, saved)]
-            with tf.control_dependencies(restores):
-                return tf.stack(losses)
-
-        strategy = getattr(model, "_distribution_strategy", None)
-        if strategy is None:
-            return tf.function(probe_in_replica)
-
-        def probe(examples):
-            # As Keras' evaluate does under a strategy: model code (and the metric updates
-            # of compute_loss) runs in replica context. Every replica sees the whole probe,
-            # so every replica's loss is the one-device loss; the first is read.
-            per_replica = strategy.run(probe_in_replica, args=(examples,))
-            return strategy.experimental_local_results(per_replica)[0]
-
-        return tf.function(probe)
-
-    def _run_probes(self) -> tuple[float | None, float | None]:
-        # Traced again once the first train step has built the model and its metrics,
-        # so that every metric variable is in the saved-and-restored set; then reused.
-        key = (id(self.model), self._stepped)
-        if self._probe_fn is None or self._probe_key != key:
-            self._probe_fn, self._probe_key = self._make_probe_fn(), key
-        examples = tuple(e for e in (self._heldout, self._seen) if e is not None)
-        with counting_paused():
-            values = [float(v) for v in self._probe_fn(examples).numpy()]
-        heldout = values.pop(0) if self._heldout is not None else None
-        seen = values.pop(0) if self._seen is not None else None
-        return heldout, seen
-
-    def _mean_predictor_loss(self) -> float | None:
-        """Loss of predicting the mean label of the training probe for every example.
-
-        Plain Keras models with one loss only (TFRS tasks keep their labels inside
-        ``compute_loss``). With a logits loss the constant is not the best one, so the
-        smaller of this and the untrained model's loss is the baseline.
-        """
-        if self._is_tfrs or self._seen is None or isinstance(self.model.loss, (dict, list, tuple)):
-            return None
-        try:
-            x, y, sw = tf.keras.utils.unpack_x_y_sample_weight(self._seen)
-            if y is None or not y.dtype.is_floating and not y.dtype.is_integer:
-                return None
-            loss_fn = tf.keras.losses.get(self.model.loss)
-            with counting_paused():
-                y_pred = self.model(x, training=False)
-            mean = tf.reduce_mean(tf.cast(y, y_pred.dtype), axis=0)
-            constant = tf.broadcast_to(mean, tf.shape(y_pred))
-            if isinstance(loss_fn, tf.keras.losses.Loss):
-                value = float(loss_fn(y, constant, sample_weight=sw))
-            else:  # a loss function by name ("mse"): per-example values, unweighted mean
-                value = float(tf.reduce_mean(loss_fn(tf.reshape(tf.cast(y, y_pred.dtype), tf.shape(y_pred)),
-                                                     constant)))
-        except (ValueError, TypeError):  # a loss or label layout this simple recipe does not fit
-            return None
-        return value if math.isfinite(value) else None
+    def _per_example(self, heldout, seen):
+        return (None if heldout is None else heldout / self._scale, None if seen is None else seen / self._scale)
 
     def _record_reading(self, heldout, seen) -> dict:
         reading = {"step": self._step, "epoch": self._epoch, "heldout": heldout, "seen": seen}
@@ -369,82 +289,43 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         return reading
 
     def _probe_reading(self) -> dict:
-        reading = self._record_reading(*self._run_probes())
-        self._check_one_epoch_jump(reading)
-        warmup = sum(1 for r in self.readings if r["epoch"] < 1) - 1  # keep the end-of-epoch-1 reading
-        self._check_underfitting([r["seen"] if r["seen"] is not None else r["heldout"] for r in self.readings],
-                                 "training probe" if self._seen is not None else "held-out probe", max(warmup, 0))
+        reading = self._record_reading(*self.probes.run(self.model, self._is_tfrs, self._stepped))
+        heldout, seen = self._per_example(reading["heldout"], reading["seen"])
+        self._pause(D.all_finite((heldout, seen)) and not self._gradients_nonfinite())
+        if self.pause.paused:
+            return reading
+        self._apply(self.detectors["one_epoch_overfitting"].update(
+            self._step, self._epoch, heldout, seen, self._step - self._epoch_start_step, self.baseline))
+        if seen is not None:
+            self._apply(self.detectors["underfitting"].update(
+                self._step, self._epoch, seen=seen, heldout=heldout, baseline=self.baseline,
+                stalled=self._stalled_layers()))
         return reading
+
+    def _fit_cadence(self, steps: int):
+        """A default cadence that was a guess (unknown steps per epoch) is set from the first epoch's length."""
+        if not self._explicit_every and self._epoch == 0 and not (self.params or {}).get("steps") and steps:
+            self.probe_every_n_steps = default_probe_every(steps)
 
     # ------------------------------------------------------------ detectors
 
-    def _check_one_epoch_jump(self, reading):
-        if self._epoch < 1 or self._heldout is None or not self._epoch_steps:
-            return
-        into = reading["step"] - self._epoch_start_step
-        if into > self.jump_fraction * self._epoch_steps[-1]:
-            if self._jump_checked_epoch < self._epoch:  # this boundary's window is over without a jump
-                self._jump_checked_epoch = self._epoch
-                self.alert_log.clear("one_epoch_overfitting", "held-out probe", reading["step"], self._epoch)
-            return
-        before = [r for r in self.readings if r["step"] == self._epoch_start_step]
-        if not before or self._jump_checked_epoch >= self._epoch:
-            return
-        before = before[-1]
-        if not all(math.isfinite(v) for v in (before["heldout"], reading["heldout"])):
-            return
-        rise = T.relative_change(before["heldout"], reading["heldout"])
-        seen_fell = self._seen is None or reading["seen"] < before["seen"]
-        if rise > self.jump_threshold and seen_fell:
-            self._jump_checked_epoch = self._epoch
-            evidence = {"heldout_before": before["heldout"], "heldout_after": reading["heldout"],
-                        "relative_rise": rise, "steps_into_epoch": into, "boundary_step": before["step"]}
-            if self._seen is not None:
-                evidence.update(seen_before=before["seen"], seen_after=reading["seen"])
-            fired = self.alert_log.fire(S.Alert(
-                "one_epoch_overfitting", "warning", reading["step"], self._epoch, "held-out probe",
-                f"Held-out loss rose {rise:.0%} within {into} steps of epoch {self._epoch + 1} while the training "
-                f"examples' loss fell: stop after epoch {self._epoch} (on_overfit='restore_best') or lower the "
-                "embedding learning rate.", evidence))
-            if fired:
-                self._act("one_epoch_overfitting")
+    def _apply(self, findings):
+        D.apply_findings(self.alert_log, findings, self._step, self._epoch)
+        for f in findings:
+            if f.action == "fire" and f.kind in ("overfitting", "one_epoch_overfitting"):
+                self._act(f.kind)
 
-    def _check_underfitting(self, series: Sequence[float], subject: str, first_epoch_readings: int = 0):
-        # The first epoch is warm-up (a slow start is no plateau): judge only later readings.
-        series = [v for v in series[first_epoch_readings:] if v is not None and math.isfinite(v)]
-        if self._epoch < 1 or len(series) < 2 * self.plateau_window:
-            return
-        baseline = self._baseline if self._baseline is not None else series[0]
-        # Finite here: the series holds at least two windows.
-        improvement_over_window = T.relative_improvement(series, self.plateau_window)
-        plateau = improvement_over_window < self.plateau_tolerance
-        high = series[-1] > self.underfit_ratio * baseline
-        vanishing = self._vanishing_layers()
-        step = self._step
-        if plateau and (high or vanishing):
-            improvement = 1.0 - series[-1] / baseline if baseline else float("nan")
-            if vanishing and not high:
-                why = f"gradients vanish in {', '.join(vanishing)}"
-            elif improvement > 0:
-                why = f"it is only {improvement:.0%} below a trivial baseline ({baseline:.4g})"
-            else:
-                why = f"it is no better than a trivial baseline ({series[-1]:.4g} vs {baseline:.4g})"
-            self.alert_log.fire(S.Alert(
-                "underfitting", "warning", step, self._epoch, subject,
-                f"The training loss stopped improving and {why}: raise the learning rate, widen the "
-                "embeddings or the model, or train longer.",
-                {"loss": series[-1], "baseline": baseline, "baselines": self.baselines,
-                 "relative_improvement_over_window": improvement_over_window, "window": self.plateau_window,
-                 "vanishing_layers": vanishing}))
-        elif not (high or vanishing) or improvement_over_window >= 2 * self.plateau_tolerance:
-            # Cleared only when clearly better, not on the first reading that wobbles down.
-            self.alert_log.clear("underfitting", subject, step, self._epoch)
+    def _pause(self, finite: bool):
+        note = self.pause.update(finite, self._step)
+        if note:
+            self._note(f"pause_{self._step}_{finite}", note, force=True)
 
-    def _vanishing_layers(self) -> list[str]:
-        g = self.gradient_statistics
-        if g is None:
-            return []
-        return sorted(subject for kind, subject in g.alert_log.active if kind == "vanishing_gradients")
+    def _gradients_nonfinite(self) -> bool:
+        new, self._grad_nonfinite = gradients_nonfinite(self.gradient_statistics, self._grad_nonfinite)
+        return new
+
+    def _stalled_layers(self) -> list[str]:
+        return stalled_layers(self.gradient_statistics)
 
     def _epoch_level(self, values: dict[str, float]):
         epoch = self._epoch
@@ -467,69 +348,14 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
                                      f"(available: {sorted(values)}); the overfitting trend test is off.")
             _write_scalars(scalars, epoch)
             return
-        train_key = self.monitor[4:] if self.monitor.startswith("val_") else None
-        sign = 1.0 if self.mode == "min" else -1.0  # worse = up for "min"
-        tests = {}
-        for key in (self.monitor, train_key):
-            if key is None:
-                continue
-            series = self._recent(key)
-            if len(series) < 3:
-                continue
-            t = T.trend(series)
-            p_worse = t.p_increasing if sign > 0 else t.p_decreasing
-            tests[key] = (t, p_worse)
+        detector = self.detectors["overfitting"]
+        findings = detector.update(values, best_epoch=self.best.epoch)
+        for key, (t, p_worse) in detector.tests.items():
             scalars[S.tag("overfit", "epoch", "trend", key, "slope")] = t.slope
             scalars[S.tag("overfit", "epoch", "trend", key, "p_worse")] = p_worse
         _write_scalars(scalars, epoch)
-        val = tests.get(self.monitor)
-        if val is None or val[0].n < self.window:
-            return
-        t, p_worse = val
-        train = tests.get(train_key)
-        train_ok = train is None or (sign * train[0].slope <= 0 or train[1] >= self.alpha)
-        overfit = p_worse < self.alpha and sign * t.slope > 0 and train_ok
-        if overfit:
-            best = f" (best at epoch {self.best_epoch + 1})" if self.best_epoch is not None else ""
-            improving = self._still_improving(values)
-            if improving:  # the TFRS question: loss worse, top-K accuracy better -- which to stop on?
-                advice = (f"{', '.join(improving)} still improve{'s' if len(improving) == 1 else ''}, so if that "
-                          f"is what you serve, monitor it instead (OverfittingMonitor(monitor=...), EarlyStopping), "
-                          "else stop earlier (on_overfit='restore_best') or add L2 to the embeddings.")
-            else:
-                advice = ("stop earlier (on_overfit='restore_best'), add L2 or dropout to the embeddings, "
-                          "or use more data.")
-            fired = self.alert_log.fire(S.Alert(
-                "overfitting", "warning", self._step, epoch, self.monitor,
-                f"{self.monitor} has worsened for {self.window} epochs while training {train_key or 'loss'} "
-                f"did not{best}: {advice}",
-                {"slope": t.slope, "p_worse": p_worse, "window": self.window, "best_epoch": self.best_epoch,
-                 "train_slope": train[0].slope if train else None, "still_improving": improving}))
-            if fired:
-                self._act("overfitting")
-        else:
-            self.alert_log.clear("overfitting", self.monitor, self._step, epoch)
-
-    def _recent(self, key: str) -> list[float]:
-        """The last ``window`` finite epoch values of ``key``."""
-        return [e[key] for e in self.epoch_logs if key in e and math.isfinite(e[key])][-self.window:]
-
-    def _still_improving(self, values: dict[str, float]) -> list[str]:
-        """Validation accuracy metrics (recall, NDCG, top-K accuracy, ...; not per-group
-        breakdowns) that improve significantly over the same window; at most three."""
-        out = []
-        for key in sorted(values):
-            if (not key.startswith("val_") or key == self.monitor or "/" in key
-                    or not any(h in key.lower() for h in _ACCURACY_HINTS)):
-                continue
-            series = self._recent(key)
-            if len(series) < self.window:
-                continue
-            t = T.trend(series)
-            p_better = t.p_increasing if _mode_of(key) == "max" else t.p_decreasing
-            if p_better < self.alpha:
-                out.append(key)
-        return out[:3]
+        if not self.pause.paused:
+            self._apply(findings)
 
     def _evaluate_validation(self, logs: dict):
         # fit(validation_data=...) already gave val_loss; other callbacks may add other val_ keys.
@@ -547,111 +373,49 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
             logs.setdefault(f"val_{k}", float(v))
 
     def _embedding_level(self):
-        scalars = {}
-        for probe in self._probes:
-            if not probe.built:
-                continue
-            table = probe.embeddings
-            name = S.clean_name(table.name)
-            counts = probe.usage_counts.numpy()
-            fn = self._stats_fns.get(id(probe))
-            if fn is None:
-                fn = self._stats_fns[id(probe)] = tf.function(
-                    lambda rows, t=table: E.table_statistics(t, rows),
-                    input_signature=[tf.TensorSpec([None], tf.int64)])
-            used = np.flatnonzero(counts > 0)
-            rows = E.sample_rows(len(counts), self.embedding_sample_rows, candidates=used,
-                                 seed=self.seed + self._epoch)
-            norms, sigma, finite = (x.numpy() for x in fn(tf.constant(rows, tf.int64)))
-            if finite and len(rows):
-                ia, erank = E.information_abundance(sigma), E.effective_rank(sigma)
-            else:  # diverged weights: no spectrum (the gradient statistics report the NaN)
-                ia = erank = float("nan")
-            dim = probe.output_dim
-            dead = E.dead_row_fraction(counts)
-            buckets = E.popularity_buckets(counts, self.num_popularity_buckets)
-            bucket_norms = E.bucket_mean_norms(norms, buckets)
-            tail_head = float(bucket_norms[0] / bucket_norms[-1]) if len(buckets) >= 2 and bucket_norms[-1] > 0 \
-                else float("nan")
-            stats = {"table": name, "epoch": self._epoch, "step": self._step, "information_abundance": ia,
-                     "abundance_ratio": ia / dim, "effective_rank": erank, "dead_row_fraction": dead,
-                     "bucket_norms": bucket_norms.tolist(), "tail_head_norm_ratio": tail_head,
-                     "used_rows": int(len(used)), "sampled_rows": int(len(rows))}
+        scalars, findings = {}, []
+        for stats in self.tables.read(self._epoch, self._step):
             self.embedding_stats.append(stats)
-            for key in ("information_abundance", "abundance_ratio", "effective_rank", "dead_row_fraction"):
+            name = stats["table"]
+            for key in ("information_abundance", "abundance_ratio", "effective_rank", "dead_row_fraction",
+                        "tail_head_norm_ratio"):
                 if math.isfinite(stats[key]):
                     scalars[S.tag("embed", key, name)] = stats[key]
-            if math.isfinite(tail_head):
-                scalars[S.tag("embed", "tail_head_norm_ratio", name)] = tail_head
-            for i, v in enumerate(bucket_norms):
+            for i, v in enumerate(stats["bucket_norms"]):
                 if math.isfinite(v):
                     scalars[S.tag("embed", f"row_norm_bucket_{i}", name)] = v
-            self._check_embedding(stats, name, dim, bucket_norms)
+            if not D.all_finite([stats["information_abundance"], *stats["bucket_norms"]]):
+                self._pause(False)
+            if self.pause.paused:
+                continue
+            findings += self.detectors["embedding_collapse"].update(
+                name, stats["information_abundance"], stats["dim"], stats["used_rows"], stats["effective_rank"])
+            findings += self.detectors["dead_embedding_rows"].update(name, stats["dead_row_fraction"])
+            findings += self.detectors["embedding_memorization"].update(name, stats["bucket_norms"])
         with S.writer_for(self.log_dir, self.run).as_default():
             self._scalars.write(scalars, self._step)  # the same tags every epoch: one traced write
-
-    def _check_embedding(self, stats, name, dim, bucket_norms):
-        step, epoch, log = self._step, self._epoch, self.alert_log
-        if dim >= 4 and stats["used_rows"] >= 2 * dim and math.isfinite(stats["abundance_ratio"]):
-            if stats["abundance_ratio"] < self.collapse_ratio:
-                log.fire(S.Alert(
-                    "embedding_collapse", "warning", step, epoch, name,
-                    f"The table's rows span about {stats['information_abundance']:.1f} of its {dim} dimensions "
-                    "(information abundance): lower its learning rate or add L2 on it, and check that the layer "
-                    "after it is not a narrow bottleneck.",
-                    {k: stats[k] for k in ("information_abundance", "abundance_ratio", "effective_rank")}))
-            else:
-                log.clear("embedding_collapse", name, step, epoch)
-        if stats["dead_row_fraction"] > self.dead_rows_fraction:
-            log.fire(S.Alert(
-                "dead_embedding_rows", "warning", step, epoch, name,
-                f"{stats['dead_row_fraction']:.0%} of the table's rows were never looked up: shrink the vocabulary "
-                "(a minimum count) or hash rare ids into a few OOV buckets.",
-                {"dead_row_fraction": stats["dead_row_fraction"]}))
-        else:
-            log.clear("dead_embedding_rows", name, step, epoch)
-        tail_head = stats["tail_head_norm_ratio"]
-        prev = self._prev_tail_norm.get(name)
-        self._prev_tail_norm[name] = float(bucket_norms[0]) if len(bucket_norms) else float("nan")
-        growing = prev is not None and len(bucket_norms) and bucket_norms[0] > prev
-        if math.isfinite(tail_head) and tail_head > self.memorization_ratio and growing:
-            log.fire(S.Alert(
-                "embedding_memorization", "warning", step, epoch, name,
-                f"Rarely used rows have {tail_head:.1f}x the norm of popular ones and keep growing (memorising "
-                "their few examples): add L2 on this table or lower its learning rate.",
-                {"tail_head_norm_ratio": tail_head, "bucket_norms": stats["bucket_norms"]}))
-        elif math.isfinite(tail_head) and tail_head <= self.memorization_ratio:
-            log.clear("embedding_memorization", name, step, epoch)
+        self._apply(findings)
 
     # ------------------------------------------------------------ best epoch and actions
 
     def _track_best(self, values: dict[str, float], reading: dict | None):
         if self.monitor in values:
-            value, sign = values[self.monitor], (1.0 if self.mode == "min" else -1.0)
+            self.best.update(self.model, self._epoch, values[self.monitor])
         elif reading is not None and reading["heldout"] is not None:
             self._note("best_from_probe", f"OverfittingMonitor: {self.monitor!r} is not in the logs; the best epoch "
                                           "is picked by the held-out probe loss.")
-            value, sign = reading["heldout"], 1.0
-        else:
-            return
-        if not math.isfinite(value):
-            return
-        if self.best_value is None or sign * value < sign * self.best_value:
-            self.best_value, self.best_epoch = value, self._epoch
-            if self.on_overfit == "restore_best":
-                self._best_weights = [v.numpy() for v in _restorable_variables(self.model)]
+            self.best.update(self.model, self._epoch, reading["heldout"], mode="min")
 
     def _act(self, kind: str):
         if self.on_overfit is None:
             return
         self.model.stop_training = True
         self.stopped_epoch = self._epoch
-        if self.on_overfit == "restore_best" and self._best_weights is not None:
-            for v, w in zip(_restorable_variables(self.model), self._best_weights):
-                v.assign(w)
-            self.restored_epoch = self.best_epoch
+        restored = self.best.restore(self.model) if self.on_overfit == "restore_best" else None
+        if restored is not None:
+            self.restored_epoch = restored
             self._note(f"restored_{self._epoch}", f"OverfittingMonitor: {kind}; stopped training and restored the "
-                                                   f"weights of epoch {self.best_epoch + 1}.", force=True)
+                                                   f"weights of epoch {restored + 1}.", force=True)
         else:
             self._note(f"stopped_{self._epoch}", f"OverfittingMonitor: {kind}; stopped training.", force=True)
 
@@ -692,27 +456,6 @@ def _is_tfrs_model(model) -> bool:
     return isinstance(model, tfrs.models.Model)
 
 
-def _all_layers(model) -> list:
-    return [m for m in model.submodules if isinstance(m, tf.keras.layers.Layer)]
-
-
-def _state_variables(model) -> list:
-    """Variables a probe evaluation may change: metric state."""
-    metrics = [m for m in [model, *model.submodules] if isinstance(m, tf.keras.metrics.Metric)] + list(model.metrics)
-    out, seen = [], set()
-    for v in (v for m in metrics for v in m.variables):
-        if id(v) not in seen and v.dtype != tf.string:
-            seen.add(id(v))
-            out.append(v)
-    return out
-
-
-def _restorable_variables(model) -> list:
-    """The model's weights minus usage counters and string tables (what restore_best puts back)."""
-    counters = {id(m.usage_counts) for m in model.submodules if isinstance(m, EmbeddingProbe) and m.built}
-    return [v for v in model.weights if id(v) not in counters and v.dtype != tf.string]
-
-
 def _leaves(x) -> list:
     return tf.nest.flatten(x)
 
@@ -723,11 +466,6 @@ def _num_examples(example) -> int:
 
 def _head(example, n: int):
     return tf.nest.map_structure(lambda t: t[:n], example)
-
-
-def _copy_structure(x):
-    """The same tensors in new dicts, lists and tuples."""
-    return tf.nest.map_structure(lambda t: t, x)
 
 
 def _is_batched(element_spec) -> bool:

@@ -6,5 +6,23 @@ and the callback writes the findings to its run's alert log (`apply_findings`).
 """
 
 from tfrs_diag.detectors.base import Detector, Finding, NonFinitePause, all_finite, apply_findings, found
+from tfrs_diag.detectors.embeddings import DeadEmbeddingRows, EmbeddingCollapse, EmbeddingMemorization
+from tfrs_diag.detectors.fairness import ExposureConcentration, FairnessGap
+from tfrs_diag.detectors.overfitting import OneEpochOverfitting, Overfitting, Underfitting
 
-__all__ = ["Detector", "Finding", "NonFinitePause", "all_finite", "apply_findings", "found"]
+__all__ = [
+    "Detector",
+    "Finding",
+    "NonFinitePause",
+    "all_finite",
+    "apply_findings",
+    "found",
+    "DeadEmbeddingRows",
+    "EmbeddingCollapse",
+    "EmbeddingMemorization",
+    "ExposureConcentration",
+    "FairnessGap",
+    "OneEpochOverfitting",
+    "Overfitting",
+    "Underfitting",
+]

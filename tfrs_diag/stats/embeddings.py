@@ -143,3 +143,29 @@ def bucket_mean_norms(norms: Sequence[float], buckets: Sequence[np.ndarray]) -> 
     """
     norms = np.asarray(norms, dtype=np.float64)
     return np.array([norms[b].mean() for b in buckets], dtype=np.float64)
+
+
+def table_health(norms: Sequence[float], sigma: Sequence[float], finite: bool, counts: Sequence[float],
+                 dim: int, num_buckets: int) -> dict:
+    """Every number the embedding detectors read, from one table's row norms, sampled spectrum and usage.
+
+    ``information_abundance``/``effective_rank`` are NaN when the sampled rows were not
+    finite (a diverged table); ``tail_head_norm_ratio`` is the least-used bucket's mean
+    row norm over the most-used one's (NaN with fewer than two buckets).
+
+    >>> h = table_health([1.0, 1.0, 3.0, 3.0], [2.0, 2.0], True, [1, 1, 9, 9], dim=2, num_buckets=2)
+    >>> h["information_abundance"], h["abundance_ratio"], h["tail_head_norm_ratio"], h["dead_row_fraction"]
+    (2.0, 1.0, 0.3333333333333333, 0.0)
+    """
+    if finite and len(sigma):
+        ia, erank = information_abundance(sigma), effective_rank(sigma)
+    else:
+        ia = erank = float("nan")
+    buckets = popularity_buckets(counts, num_buckets)
+    bucket_norms = bucket_mean_norms(norms, buckets)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tail_head = float(bucket_norms[0] / bucket_norms[-1]) if len(buckets) >= 2 and bucket_norms[-1] > 0 \
+            else float("nan")
+    return {"information_abundance": ia, "abundance_ratio": ia / dim, "effective_rank": erank,
+            "dead_row_fraction": dead_row_fraction(counts), "bucket_norms": bucket_norms.tolist(),
+            "tail_head_norm_ratio": tail_head, "used_rows": int(np.sum(np.asarray(counts) > 0))}
