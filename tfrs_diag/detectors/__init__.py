@@ -6,5 +6,7 @@ and the callback writes the findings to its run's alert log (`apply_findings`).
 """
 
 from tfrs_diag.detectors.base import Detector, Finding, NonFinitePause, all_finite, apply_findings, found
+from tfrs_diag.detectors.gradients import ExplodingGradients, NonFiniteGradients, VanishingGradients
 
-__all__ = ["Detector", "Finding", "NonFinitePause", "all_finite", "apply_findings", "found"]
+__all__ = ["Detector", "Finding", "NonFinitePause", "all_finite", "apply_findings", "found",
+           "ExplodingGradients", "NonFiniteGradients", "VanishingGradients"]
