@@ -311,6 +311,22 @@ def test_on_nonfinite_stop_stops_at_that_step_with_finite_weights_and_complete_l
     assert np.isfinite(dict(run.scalars["tfrs_diag/grad/norm/first/kernel"])[3])
 
 
+def test_a_new_fit_starts_with_fresh_detector_state(tmp_path):
+    # Stopped at the NaN step 3; the next fit (clean data, same callback) must not stop at
+    # once on the old NaN, and a NaN in it is reported again at its own step.
+    model, ds = _poisoned_model_and_data(poison_step=3)
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.01), loss="mse")
+    cb = GradientStatistics(str(tmp_path), every_n_steps=5, on_nonfinite="stop", verbose=0)
+    model.fit(ds, epochs=1, callbacks=[cb], verbose=0)
+    assert cb.stopped_at_step == 3
+    _, ds2 = _poisoned_model_and_data(poison_step=6)
+    model.fit(ds2, epochs=1, callbacks=[cb], verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 3 + 6
+    assert cb.stopped_at_step == 9
+    assert [(a.kind, a.step) for a in cb.alerts if a.status != "cleared"] == [("nonfinite_gradients", 3),
+                                                                               ("nonfinite_gradients", 9)]
+
+
 def test_on_nonfinite_raise_names_the_variable_and_flushes_logs(tmp_path):
     model, ds = _poisoned_model_and_data(poison_step=2)
     model.compile(optimizer=tf.keras.optimizers.SGD(0.01), loss="mse")

@@ -24,6 +24,7 @@ from tfrs_diag.detectors.gradients import layer_norms
 from tfrs_diag.stats.gradients import ROW_NORM_LOG10_EDGES
 
 _ON_NONFINITE = ("alert", "stop", "raise")
+_KINDS = ("nonfinite_gradients", "exploding_gradients", "vanishing_gradients")
 _logger = logging.getLogger("tfrs_diag")
 
 #: Default cadence when the steps per epoch are known: at least this many readings per epoch...
@@ -210,6 +211,10 @@ class GradientStatistics(tf.keras.callbacks.Callback):
                 # Anything recorded at or before the fit's first step is from an earlier fit.
                 self._read_step = self._written_snapshot = self._written_histogram = (
                     step - _steps_per_execution(self.model))
+                # The detectors start afresh: alerts of the last fit still firing are closed
+                # at its end, so they can fire again in this one.
+                for kind, subject in [k for k in self.alert_log.active if k[0] in _KINDS]:
+                    self.alert_log.clear(kind, subject, self._read_step, self._epoch)
         step = self._step_base + int(batch) + 1
         if self.on_nonfinite != "alert" and self.capture.nonfinite_since() >= 0:
             self._flush_stats()
