@@ -311,6 +311,22 @@ def test_on_nonfinite_stop_stops_at_that_step_with_finite_weights_and_complete_l
     assert np.isfinite(dict(run.scalars["tfrs_diag/grad/norm/first/kernel"])[3])
 
 
+def test_a_new_fit_starts_with_fresh_detector_state(tmp_path):
+    # Stopped at the NaN step 3; the next fit (clean data, same callback) must not stop at
+    # once on the old NaN, and a NaN in it is reported again at its own step.
+    model, ds = _poisoned_model_and_data(poison_step=3)
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.01), loss="mse")
+    cb = GradientStatistics(str(tmp_path), every_n_steps=5, on_nonfinite="stop", verbose=0)
+    model.fit(ds, epochs=1, callbacks=[cb], verbose=0)
+    assert cb.stopped_at_step == 3
+    _, ds2 = _poisoned_model_and_data(poison_step=6)
+    model.fit(ds2, epochs=1, callbacks=[cb], verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 3 + 6
+    assert cb.stopped_at_step == 9
+    assert [(a.kind, a.step) for a in cb.alerts if a.status != "cleared"] == [("nonfinite_gradients", 3),
+                                                                               ("nonfinite_gradients", 9)]
+
+
 def test_on_nonfinite_raise_names_the_variable_and_flushes_logs(tmp_path):
     model, ds = _poisoned_model_and_data(poison_step=2)
     model.compile(optimizer=tf.keras.optimizers.SGD(0.01), loss="mse")
@@ -333,6 +349,29 @@ def test_exploding_gradients_alert_before_the_first_nan(tmp_path):
     assert 31 < alerts["exploding_gradients"].step <= 36
     assert alerts["nonfinite_gradients"].step > alerts["exploding_gradients"].step + 20
     assert alerts["exploding_gradients"].subject.startswith("linear/")
+    # After the NaN, nothing else fires, and the pause is said once.
+    nan_step = alerts["nonfinite_gradients"].step
+    assert [a.kind for a in cb.alerts if a.step >= nan_step] == ["nonfinite_gradients"]
+    assert len([n for n in cb.notes if "pause" in n]) == 1
+
+
+def test_in_graph_exploding_rule_is_the_pure_detectors(tmp_path):
+    from tfrs_diag.detectors import ExplodingGradients
+
+    x, y, model = exploding_regression()
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    cb = GradientStatistics(str(tmp_path), every_n_steps=1, histograms=False, exploding_window=10, verbose=0)
+    model.fit(ds.take(60), epochs=1, callbacks=[cb], verbose=0)
+    run = summary.read_run(str(tmp_path / "train"))
+    names = [t.name for t in cb.capture.tracked]
+    series = {n: dict(run.scalars[f"tfrs_diag/grad/norm/{n}"]) for n in names}
+    det = ExplodingGradients(window=10)
+    pure = {}
+    for step in range(1, 61):
+        for f in det.observe(step, {n: series[n][step] for n in names}):
+            pure[f.subject] = step
+    in_graph = {a.subject: a.step for a in cb.alerts if a.kind == "exploding_gradients"}
+    assert in_graph and in_graph == pure
 
 
 def _mlp(activation, depth, init_std, seed=0):
@@ -355,16 +394,60 @@ def _classification_data(n=2048, seed=0):
 def test_vanishing_gradients_alert_names_the_early_layers_and_healthy_mlp_has_none(tmp_path):
     deep = _mlp("sigmoid", depth=8, init_std=0.05)
     deep.compile(optimizer=tf.keras.optimizers.SGD(0.01), loss=tf.keras.losses.BinaryCrossentropy(from_logits=True))
-    cb = GradientStatistics(str(tmp_path / "deep"), every_n_steps=4, vanishing_window=3, verbose=0)
+    cb = GradientStatistics(str(tmp_path / "deep"), verbose=0)  # default cadence: 32 steps per epoch -> every 4
     deep.fit(_classification_data(), epochs=1, callbacks=[cb], verbose=0)
+    assert cb.every_n_steps == 4
     vanishing = {a.subject for a in cb.alerts if a.kind == "vanishing_gradients"}
     assert "d0" in vanishing and "out" not in vanishing
+    assert not [a for a in cb.alerts if a.kind == "exploding_gradients"]
 
     healthy = _mlp("relu", depth=2, init_std=0.3)
     healthy.compile(optimizer=tf.keras.optimizers.Adam(0.01), loss=tf.keras.losses.BinaryCrossentropy(from_logits=True))
-    cb = GradientStatistics(str(tmp_path / "healthy"), every_n_steps=4, verbose=0)
+    cb = GradientStatistics(str(tmp_path / "healthy"), verbose=0)
     healthy.fit(_classification_data(), epochs=2, callbacks=[cb], verbose=0)
     assert cb.alerts == []
+
+
+def _ranking_like(n, batch):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 8)).astype(np.float32)
+    y = (x @ rng.normal(size=(8, 1))).astype(np.float32)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+
+
+@pytest.mark.parametrize("steps_per_epoch, expected_every", [(78, 9), (12, 4)])
+def test_default_cadence_gives_at_least_8_readings_per_epoch_within_the_budget(tmp_path, steps_per_epoch,
+                                                                               expected_every):
+    # 78 steps per epoch is MovieLens-100k at batch 1024: the old default (100) gave no
+    # reading in the first epoch, the vanishing test needs a streak of 3.
+    model = _regression_model()
+    model.compile(optimizer="sgd", loss="mse")
+    cb = GradientStatistics(str(tmp_path), verbose=0, histograms=False)
+    model.fit(_ranking_like(steps_per_epoch * 32, 32), epochs=2, callbacks=[cb], verbose=0)
+    assert cb.every_n_steps == expected_every
+    steps = [s for s, _ in summary.read_run(str(tmp_path / "train")).scalars["tfrs_diag/grad/global_norm"]]
+    assert steps == list(range(expected_every, 2 * steps_per_epoch + 1, expected_every))
+    first_epoch = [s for s in steps if s <= steps_per_epoch]
+    # At least 8 readings per epoch, except that a reading is never more often than every
+    # 4 steps (the host-side cost budget): a 12-step epoch gets 3.
+    assert len(first_epoch) == (8 if steps_per_epoch == 78 else 3)
+    from tfrs_diag.callbacks.gradients import default_every_n_steps
+    assert default_every_n_steps(5000) == 100 and default_every_n_steps(78, steps_per_execution=4) == 12
+
+
+def test_explicit_cadence_is_kept_and_unknown_epoch_length_reads_every_100(tmp_path):
+    model = _regression_model()
+    model.compile(optimizer="sgd", loss="mse")
+    cb = GradientStatistics(str(tmp_path / "explicit"), every_n_steps=7, verbose=0)
+    model.fit(_ranking_like(78 * 32, 32), epochs=1, callbacks=[cb], verbose=0)
+    assert cb.every_n_steps == 7
+    # A generator has no known length: the old cadence, 100.
+    def gen():
+        yield from _ranking_like(40 * 32, 32)
+    ds = tf.data.Dataset.from_generator(gen, output_signature=(tf.TensorSpec((None, 8)), tf.TensorSpec((None, 1))))
+    cb = GradientStatistics(str(tmp_path / "unknown"), verbose=0)
+    model.fit(ds, epochs=1, callbacks=[cb], verbose=0)
+    assert cb.every_n_steps == 100
 
 
 # ---------------------------------------------------------------- bad input

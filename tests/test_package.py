@@ -1,6 +1,5 @@
 """Package-level promises: the Keras check, public names, runnable docstrings."""
 
-import importlib
 import os
 import subprocess
 import sys

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tfrs_diag import recipes, report, schema, summary
+from tfrs_diag import schema, summary
 from tfrs_diag.callbacks import beyond_accuracy
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -14,10 +14,13 @@ or uses string ops, so it compiles under ``jit_compile=True`` and runs on TPUs.
 
 Every step runs a short fixed sequence of kernels (step time follows their number, not
 their FLOPs): each variable's squared gradient norm (the global norm goes to the Keras
-logs), a finiteness test, the comparison with a running median of log-norms for the
-exploding-gradient detector, and (two or more replicas) the gradient noise scale terms.
-A `tf.cond` branch runs only on steps with something to record: which variables went
-non-finite and when, the first exploding step per variable, and every
+logs), a finiteness test of the global norm, the comparison of the global log-norm with
+its running median for the exploding-gradient rule (`tfrs_diag.detectors.ExplodingGradients`),
+and (two or more replicas) the gradient noise scale terms. Steps are numbered by the
+optimizer (``optimizer.iterations`` after the step), so a resumed or second `fit`
+continues the numbering. A `tf.cond` branch runs only on steps with something to record:
+which variables went non-finite and when, the first exploding step per variable that
+carries a share of that step's norm, and every
 ``every_n_steps`` a snapshot (max |g|, zero fraction, weight norm, update/weight ratio,
 embedding row statistics). Every ``histogram_every_n_steps``: value histograms of that
 one step (a snapshot, not accumulated over the interval).
@@ -45,6 +48,8 @@ SNAPSHOT_COLUMNS = ("norm", "max_abs", "zero_fraction", "weight_norm", "update_r
 EMBEDDING_COLUMNS = ("unique_rows", "batch_rows", "row_grad_norm_mean", "row_grad_norm_max", "row_update_ratio")
 
 _SCOPE = "tfrs_diag_capture"
+# An empty slot of the exploding window: above any log10 norm (those are capped at 39).
+_EMPTY = 1e30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,10 +128,12 @@ class _State:
             self.nonfinite_first = var(np.full([v_count], -1), "nonfinite_first_step", tf.int64)
             self.nonfinite_count = var(np.zeros([v_count]), "nonfinite_count", tf.int64)
             self.nonfinite_last_step = var(-1, "nonfinite_last_step", tf.int64)
-            self.log_norm_window = var(np.zeros([v_count, cfg.exploding_window]), "log_norm_window")
+            # log10 global norms of the last steps; empty slots hold a sentinel above any value.
+            self.log_norm_window = var(np.full([cfg.exploding_window], _EMPTY), "log_norm_window")
             self.overflow_count = var(0, "loss_scale_overflow_steps", tf.int64)
             self.exploding_first = var(np.full([v_count], -1), "exploding_first_step", tf.int64)
             self.exploding_ratio = var(np.zeros([v_count]), "exploding_ratio")
+            self.exploding_share = var(np.zeros([v_count]), "exploding_share")
             self.snap_step = var(-1, "snapshot_step", tf.int64)
             self.snap = var(np.zeros([v_count, len(SNAPSHOT_COLUMNS)]), "snapshot")
             self.emb = var(np.zeros([max(e_count, 1), len(EMBEDDING_COLUMNS)]), "embedding_snapshot")
@@ -155,9 +162,12 @@ class GradientCapture:
       every_n_steps: cadence of the snapshot statistics.
       histogram_every_n_steps: cadence of the value histograms (each one step's snapshot).
       histogram_bins: equal-width buckets between that step's min and max gradient.
-      exploding_factor: a variable's gradient norm above this multiple of its running
-        median (over ``exploding_window`` steps) counts as exploding.
-      exploding_window: steps in the running median; detection starts once it is full.
+      exploding_factor: a step whose global gradient norm is above this multiple of the
+        running median (over ``exploding_window`` steps) explodes.
+      exploding_window: steps in the running median; detection starts once it is more
+        than half full (empty slots count as +inf), see `reset_detection`.
+      exploding_min_share: an exploding step is recorded for the variables carrying at
+        least this fraction of its global norm (and for the largest one).
       sanitize_nonfinite: replace a step's non-finite gradients by zeros before the
         optimizer sees them (used by ``on_nonfinite="stop"``/``"raise"`` so the weights
         you keep stay finite).
@@ -168,7 +178,7 @@ class GradientCapture:
 
     def __init__(self, every_n_steps: int = 100, histogram_every_n_steps: int = 1000, *,
                  histogram_bins: int = 30, exploding_factor: float = 100.0, exploding_window: int = 25,
-                 sanitize_nonfinite: bool = False, update_ratio_max_elements: int = 1 << 22,
+                 exploding_min_share: float = 0.1, sanitize_nonfinite: bool = False, update_ratio_max_elements: int = 1 << 22,
                  noise_ema: float = 0.95):
         for name, value in (("every_n_steps", every_n_steps), ("histogram_every_n_steps", histogram_every_n_steps),
                             ("histogram_bins", histogram_bins), ("exploding_window", exploding_window)):
@@ -176,6 +186,8 @@ class GradientCapture:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not exploding_factor > 1:
             raise ValueError(f"exploding_factor must be > 1, got {exploding_factor!r}")
+        if not 0 < exploding_min_share <= 1:
+            raise ValueError(f"exploding_min_share must be in (0, 1], got {exploding_min_share!r}")
         if not 0 <= noise_ema < 1:
             raise ValueError(f"noise_ema must be in [0, 1), got {noise_ema!r}")
         self.every_n_steps = int(every_n_steps)
@@ -183,6 +195,7 @@ class GradientCapture:
         self.histogram_bins = int(histogram_bins)
         self.exploding_factor = float(exploding_factor)
         self.exploding_window = int(exploding_window)
+        self.exploding_min_share = float(exploding_min_share)
         self.sanitize_nonfinite = bool(sanitize_nonfinite)
         self.update_ratio_max_elements = int(update_ratio_max_elements)
         self.noise_ema = float(noise_ema)
@@ -356,8 +369,9 @@ class GradientCapture:
         """Per-step statistics: a short fixed sequence of kernels on every step.
 
         Step time follows the number of kernels the executor runs, not their FLOPs, so
-        every step does only: squared norms, a finiteness test, the exploding-gradient
-        comparison against a running median and the cadence tests. The rest sits in two
+        every step does only: squared norms, a finiteness test of their sum, the
+        exploding-gradient comparison of the global norm against its running median and
+        the cadence tests. The rest sits in two
         `tf.cond` branches taken only on steps with something to record:
 
         - before the update, on a non-finite or exploding step: which variables and
@@ -369,25 +383,30 @@ class GradientCapture:
         tracked = self.tracked
         norms = [self._sum_of_squares(g, v) for g, v in zip(grads, variables)]
         sumsq = tf.stack([n[0] for n in norms])
-        # Counted only once the gradients exist: nothing else orders the increment after
-        # the step's input, and Keras ends an epoch of unknown length with a step whose
-        # get_next raises OutOfRangeError (the increment ran anyway, one step too many).
+        # The optimizer's step count after this step (apply_gradients increments it
+        # below): resumed fits, a second fit and initial_epoch continue the timeline.
+        # Read once the gradients exist: Keras ends an epoch of unknown length with a
+        # step whose get_next raises OutOfRangeError, and nothing else orders this after it.
         with tf.control_dependencies([sumsq]):
-            step = s.step.assign_add(1)
+            step = tf.cast(self._optimizer.iterations, tf.int64) + 1
+            s.step.assign(step)
         touched = [n[1] for n in norms]  # sparse: (row ids, valid, rows before the update)
-        finite_sq = tf.math.is_finite(sumsq)
-        self._tls.global_norm = tf.sqrt(tf.reduce_sum(sumsq))
+        total_sq = tf.reduce_sum(sumsq)
+        finite_total = tf.math.is_finite(total_sq)  # False iff some variable's norm is NaN/Inf (or overflows)
+        self._tls.global_norm = tf.sqrt(total_sq)
 
-        # Exploding: log10 norm vs the median of the last `window` steps. A non-finite
-        # step enters the window as the median itself, so it moves nothing.
+        # Exploding: the global log10 norm vs the median of the last `window` steps. A
+        # non-finite step enters the window as the median itself, so it moves nothing;
+        # empty slots (_EMPTY) keep the median above any norm until the window is more
+        # than half full.
         window = cfg.exploding_window
-        log_norm = tf.minimum(tf.math.log(tf.maximum(sumsq, 1e-38)) * (0.5 / math.log(10.0)), 39.0)
-        history = s.log_norm_window.read_value()  # [variables, window]
+        log_norm = tf.minimum(tf.math.log(tf.maximum(total_sq, 1e-38)) * (0.5 / math.log(10.0)), 39.0)
+        history = s.log_norm_window.read_value()  # [window]
         # The (window // 2 + 1)-th largest is the median for an odd window.
-        median = tf.math.top_k(history, k=window // 2 + 1, sorted=True).values[:, -1]
+        median = tf.math.top_k(history, k=window // 2 + 1, sorted=True).values[-1]
         ratio_log = log_norm - median
-        over = (ratio_log > math.log10(cfg.exploding_factor)) & (step > window)
-        s.log_norm_window.assign(tf.concat([history[:, 1:], tf.where(finite_sq, log_norm, median)[:, None]], 1))
+        over = ratio_log > math.log10(cfg.exploding_factor)
+        s.log_norm_window.assign(tf.concat([history[1:], tf.where(finite_total, log_norm, median)[None]], 0))
 
         def rare_step():
             finite = tf.stack([G.all_finite(g.values if isinstance(g, tf.IndexedSlices) else g) for g in grads])
@@ -402,12 +421,16 @@ class GradientCapture:
             s.nonfinite_count.assign_add(tf.cast(bad, tf.int64))
             s.nonfinite_last_step.assign(tf.where(tf.reduce_any(bad), step, s.nonfinite_last_step))
             s.last_sumsq.assign(sumsq)
-            newly = over & finite & (s.exploding_first < 0)
+            # The variables that carry the explosion: min_share of the step's norm, or the largest.
+            share = tf.sqrt(sumsq / tf.maximum(total_sq, 1e-38))
+            carries = (share >= cfg.exploding_min_share) | tf.equal(sumsq, tf.reduce_max(sumsq))
+            newly = over & finite & carries & (s.exploding_first < 0)
             s.exploding_first.assign(tf.where(newly, step, s.exploding_first))
             s.exploding_ratio.assign(tf.where(newly, tf.pow(10.0, ratio_log), s.exploding_ratio))
+            s.exploding_share.assign(tf.where(newly, share, s.exploding_share))
             return bad
 
-        rare = tf.logical_not(tf.reduce_all(finite_sq)) | tf.reduce_any(over)
+        rare = tf.logical_not(finite_total) | over
         bad = rare_cond(rare, rare_step, lambda: tf.zeros([len(tracked)], tf.bool), lower=self._xla)
 
         if s.noise is not None and local_grads is not None:
@@ -580,6 +603,7 @@ class GradientCapture:
                       "nonfinite_last_step": s.nonfinite_last_step,
                       "loss_scale_overflow_steps": s.overflow_count,
                       "exploding_first_step": s.exploding_first, "exploding_ratio": s.exploding_ratio,
+                      "exploding_share": s.exploding_share,
                       "snapshot_step": s.snap_step, "snapshot": s.snap, "embedding": s.emb,
                       "row_norm_hist": s.emb_hist, "histogram_step": s.hist_step, "histogram": s.hist,
                       "histogram_range": s.hist_range}
@@ -599,6 +623,24 @@ class GradientCapture:
                             "b_simple": float(trace / g2) if g2 > 0 and n > 0 else float("nan"),
                             "replica_batch": float(b)}
         return out
+
+    def reset_detection(self) -> None:
+        """Forgets the in-graph detector state (a new `fit`, like Keras' ``EarlyStopping``).
+
+        Empties the exploding window and the first non-finite / exploding steps; the
+        step count (the optimizer's) and the snapshots stay.
+        """
+        s = self.state
+        if s is None:
+            return
+        v_count = len(self.tracked)
+        s.log_norm_window.assign(tf.fill([self.exploding_window], tf.constant(_EMPTY, tf.float32)))
+        s.nonfinite_first.assign(tf.fill([v_count], tf.constant(-1, tf.int64)))
+        s.nonfinite_count.assign(tf.zeros([v_count], tf.int64))
+        s.nonfinite_last_step.assign(tf.constant(-1, tf.int64))
+        s.exploding_first.assign(tf.fill([v_count], tf.constant(-1, tf.int64)))
+        s.exploding_ratio.assign(tf.zeros([v_count]))
+        s.exploding_share.assign(tf.zeros([v_count]))
 
     def nonfinite_since(self) -> int:
         """Step of the latest non-finite gradient (-1 if none): one scalar read."""

@@ -1,7 +1,14 @@
-"""`GradientStatistics`: the Keras callback around `tfrs_diag.capture.GradientCapture`."""
+"""`GradientStatistics`: the Keras callback around `tfrs_diag.capture.GradientCapture`.
+
+capture -> detectors -> alert log: the capture computes statistics in-graph, the
+callback reads them every ``every_n_steps`` and feeds `tfrs_diag.detectors`
+(`NonFiniteGradients`, `ExplodingGradients`, `VanishingGradients`), whose findings go
+to the run's alert log (`apply_findings`).
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -11,9 +18,42 @@ from tfrs_diag import summary as S
 from tfrs_diag._keras import tf
 from tfrs_diag._model_checks import check_xla_compatible
 from tfrs_diag.capture import EMBEDDING_COLUMNS, SNAPSHOT_COLUMNS, GradientCapture
+from tfrs_diag.detectors import (ExplodingGradients, NonFiniteGradients, NonFinitePause, VanishingGradients,
+                                 apply_findings)
+from tfrs_diag.detectors.gradients import layer_norms
 from tfrs_diag.stats.gradients import ROW_NORM_LOG10_EDGES
 
 _ON_NONFINITE = ("alert", "stop", "raise")
+_KINDS = ("nonfinite_gradients", "exploding_gradients", "vanishing_gradients")
+_logger = logging.getLogger("tfrs_diag")
+
+#: Default cadence when the steps per epoch are known: at least this many readings per epoch...
+READINGS_PER_EPOCH = 8
+#: ...but never more often than every this many steps (a reading costs ~5 ms of host work,
+#: see docs/benchmarks.md: at most ~1.3 ms per step) ...
+MIN_EVERY_N_STEPS = 4
+#: ...nor less often than this (the cadence when the epoch length is unknown).
+MAX_EVERY_N_STEPS = 100
+
+
+def default_every_n_steps(steps_per_epoch: int | None, steps_per_execution: int = 1) -> int:
+    """The cadence `GradientStatistics` uses when ``every_n_steps`` is None.
+
+    ``steps_per_epoch // 8`` clamped to [4, 100] (100 when the epoch length is unknown),
+    rounded up to a multiple of ``steps_per_execution`` (statistics are read between
+    executions).
+
+    >>> default_every_n_steps(78), default_every_n_steps(94), default_every_n_steps(20), default_every_n_steps(5000)
+    (9, 11, 4, 100)
+    >>> default_every_n_steps(None), default_every_n_steps(78, steps_per_execution=4)
+    (100, 12)
+    """
+    if steps_per_epoch is None or steps_per_epoch <= 0:
+        n = MAX_EVERY_N_STEPS
+    else:
+        n = min(MAX_EVERY_N_STEPS, max(MIN_EVERY_N_STEPS, int(steps_per_epoch) // READINGS_PER_EPOCH))
+    spe = max(1, int(steps_per_execution))
+    return -(-n // spe) * spe
 
 
 class NonFiniteGradientError(FloatingPointError):
@@ -26,7 +66,11 @@ class GradientStatistics(tf.keras.callbacks.Callback):
     Works with unmodified `tfrs.Model` subclasses and any Keras model trained with
     `fit`, under ``jit_compile=True``, `tf.distribute` strategies and mixed precision.
     Statistics are computed inside the compiled train step (no extra forward or
-    backward pass) and written from the host every ``every_n_steps`` steps.
+    backward pass) and written from the host every ``every_n_steps`` steps. Every
+    reading is written at the optimizer's step count (``optimizer.iterations`` after the
+    step), so a second `fit`, ``initial_epoch`` or a resume with
+    `tf.keras.callbacks.BackupAndRestore` (in a new process, or with a new callback on
+    the same ``log_dir``) continues the timeline.
 
     Written under ``log_dir/train`` (tags per DESIGN.md's schema):
 
@@ -47,17 +91,24 @@ class GradientStatistics(tf.keras.callbacks.Callback):
 
     Args:
       log_dir: directory of the TensorBoard run (created; must be writable).
-      every_n_steps: cadence of scalar statistics.
+      every_n_steps: cadence of scalar statistics (and of the detectors' readings). None
+        (default): from the steps per epoch when Keras knows them,
+        ``steps_per_epoch // 8`` clamped to [4, 100], so that the vanishing test's streak
+        fits in an epoch; 100 otherwise (`default_every_n_steps`).
       histogram_every_n_steps: cadence of histograms of gradient values.
       on_nonfinite: "alert" (record and go on), "stop" (stop `fit` at that step, logs
         flushed, the non-finite update zeroed so the weights stay finite) or "raise"
         (the same, then raise `NonFiniteGradientError`). "stop" and "raise" read one
         scalar per step from the device; "alert" reads only every ``every_n_steps``.
-      exploding_factor: a variable whose gradient norm exceeds this multiple of its own
-        running median (over the previous ``exploding_window`` steps) is exploding.
-      vanishing_ratio: a layer whose gradient norm stays below this fraction of the
-        largest layer gradient norm for ``vanishing_window`` consecutive readings has
-        vanishing gradients.
+      exploding_factor, exploding_window, exploding_min_share: a step whose global
+        gradient norm exceeds ``exploding_factor`` times its running median (over the
+        previous ``exploding_window`` steps, checked in-graph on every step) explodes;
+        the alert names the variables carrying at least ``exploding_min_share`` of that
+        step's norm (`tfrs_diag.detectors.ExplodingGradients`).
+      vanishing_decades, vanishing_window: a layer whose ``||g|| / ||w||`` stays more
+        than ``vanishing_decades`` orders of magnitude below the median layer's for
+        ``vanishing_window`` consecutive readings has vanishing gradients
+        (`tfrs_diag.detectors.VanishingGradients`).
       histograms: write value histograms (set False to save disk space).
       verbose: print alerts to the console when they fire.
 
@@ -68,41 +119,40 @@ class GradientStatistics(tf.keras.callbacks.Callback):
     >>> cb.alerts                                                                   # doctest: +SKIP
     """
 
-    def __init__(self, log_dir: str, every_n_steps: int = 100, histogram_every_n_steps: int = 1000,
+    def __init__(self, log_dir: str, every_n_steps: int | None = None, histogram_every_n_steps: int = 1000,
                  on_nonfinite: str = "alert", *, exploding_factor: float = 100.0, exploding_window: int = 25,
-                 vanishing_ratio: float = 1e-5, vanishing_window: int = 3, histograms: bool = True,
-                 verbose: int = 1, run: str = "train"):
+                 exploding_min_share: float = 0.1, vanishing_decades: float = 2.0, vanishing_window: int = 3,
+                 histograms: bool = True, verbose: int = 1, run: str = "train"):
         super().__init__()
         # The hooks never read `logs`: Keras need not convert them to numpy every step.
         self._supports_tf_logs = True
         if on_nonfinite not in _ON_NONFINITE:
             raise ValueError(f"on_nonfinite must be one of {_ON_NONFINITE}, got {on_nonfinite!r}")
-        if not 0 < vanishing_ratio < 1:
-            raise ValueError(f"vanishing_ratio must be in (0, 1), got {vanishing_ratio!r}")
-        if isinstance(vanishing_window, bool) or not isinstance(vanishing_window, int) or vanishing_window <= 0:
-            raise ValueError(f"vanishing_window must be a positive integer, got {vanishing_window!r}")
         self.log_dir = S.check_log_dir(log_dir)
+        self._explicit_every_n_steps = every_n_steps is not None
         self.capture = GradientCapture(
-            every_n_steps, histogram_every_n_steps, exploding_factor=exploding_factor,
-            exploding_window=exploding_window, sanitize_nonfinite=on_nonfinite != "alert")
+            MAX_EVERY_N_STEPS if every_n_steps is None else every_n_steps, histogram_every_n_steps,
+            exploding_factor=exploding_factor, exploding_window=exploding_window,
+            exploding_min_share=exploding_min_share, sanitize_nonfinite=on_nonfinite != "alert")
         self.every_n_steps = self.capture.every_n_steps
         self.histogram_every_n_steps = self.capture.histogram_every_n_steps
         self.on_nonfinite = on_nonfinite
-        self.vanishing_ratio = float(vanishing_ratio)
+        self.nonfinite_detector = NonFiniteGradients()
+        self.exploding_detector = ExplodingGradients(exploding_factor, exploding_window, exploding_min_share)
+        self.vanishing_detector = VanishingGradients(vanishing_decades, vanishing_window)
+        self.pause = NonFinitePause("GradientStatistics")
         self.vanishing_window = vanishing_window
         self.histograms = histograms
         self.run = run
+        self.verbose = verbose
         self.alert_log = S.AlertLog(self.log_dir, run, echo=bool(verbose))
+        self.notes: list[str] = []
         self._scalars = S.ScalarBatch()
         self._written_snapshot = -1
         self._written_histogram = -1
-        self._reported_nonfinite: set[int] = set()
-        self._reported_exploding: set[int] = set()
-        self._vanishing_streak: dict[str, int] = {}
-        self._steps_before_fit = 0
-        self._epoch_base = 0
-        self._seen = 0
-        self._next_read = 0
+        self._step_base: int | None = None  # optimizer step = base + Keras batch index + 1, per epoch
+        self._read_step = -1  # step of the latest reading (its detectors ran)
+        self._next_read: int | None = None
         self._epoch: int | None = None
         self.last_stats: dict[str, Any] | None = None
         self._traced = None  # (key, train function traced with the capture)
@@ -122,6 +172,9 @@ class GradientStatistics(tf.keras.callbacks.Callback):
                 "GradientStatistics needs a compiled model: call model.compile(optimizer=...) before fit().")
         check_xla_compatible(model, "GradientStatistics")
         spe = _steps_per_execution(model)
+        if not self._explicit_every_n_steps:
+            steps = (self.params or {}).get("steps")
+            self.every_n_steps = self.capture.every_n_steps = default_every_n_steps(steps, spe)
         if spe > self.every_n_steps:
             raise ValueError(
                 f"steps_per_execution={spe} is larger than every_n_steps={self.every_n_steps}: statistics are "
@@ -136,17 +189,33 @@ class GradientStatistics(tf.keras.callbacks.Callback):
         if self._traced is None or self._traced[0] != key:
             self._traced = (key, self._guarded(self.capture.make_train_function(force=True)))
         model.train_function = self._traced[1]
-        self._steps_before_fit = self.capture.read()["step"] if self.capture.state is not None else 0
-        self._epoch_base = self._seen = 0
-        self._next_read = self._steps_before_fit + self.every_n_steps
+        # Per-fit detector state starts afresh (as Keras' EarlyStopping does); the step
+        # numbers come from the optimizer, read at each epoch's first batch (after a
+        # BackupAndRestore later in the callback list has restored them).
+        for d in (self.nonfinite_detector, self.exploding_detector, self.vanishing_detector, self.pause):
+            d.reset()
+        self.capture.reset_detection()
+        self._step_base = self._next_read = None
+        self._read_step = -1
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = int(epoch)
-        self._epoch_base = self._seen
+        self._step_base = None
 
     def on_train_batch_end(self, batch, logs=None):
-        self._seen = self._epoch_base + int(batch) + 1
-        step = self._steps_before_fit + self._seen
+        if self._step_base is None:  # one scalar read per epoch
+            step = int(self.model.optimizer.iterations.numpy())
+            self._step_base = step - (int(batch) + 1)
+            if self._next_read is None:  # the fit's first batch
+                self._next_read = -(-step // self.every_n_steps) * self.every_n_steps
+                # Anything recorded at or before the fit's first step is from an earlier fit.
+                self._read_step = self._written_snapshot = self._written_histogram = (
+                    step - _steps_per_execution(self.model))
+                # The detectors start afresh: alerts of the last fit still firing are closed
+                # at its end, so they can fire again in this one.
+                for kind, subject in [k for k in self.alert_log.active if k[0] in _KINDS]:
+                    self.alert_log.clear(kind, subject, self._read_step, self._epoch)
+        step = self._step_base + int(batch) + 1
         if self.on_nonfinite != "alert" and self.capture.nonfinite_since() >= 0:
             self._flush_stats()
             self._handle_nonfinite_stop()
@@ -177,14 +246,13 @@ class GradientStatistics(tf.keras.callbacks.Callback):
 
         return guarded
 
-    @staticmethod
-    def _train_function_key(model):
+    def _train_function_key(self, model):
         try:
             variables = tuple(id(v) for v in model.trainable_variables)
         except ValueError:  # an unbuilt Sequential tower: its weights come with the first step
             variables = None
         return (id(model), id(model.optimizer), _steps_per_execution(model),
-                bool(getattr(model, "_jit_compile", False)), variables)
+                bool(getattr(model, "_jit_compile", False)), variables, self.capture.every_n_steps)
 
     def _finish(self):
         self.capture.on_abandoned = None
@@ -231,8 +299,7 @@ class GradientStatistics(tf.keras.callbacks.Callback):
             if self.histograms and stats["histogram_step"] > self._written_histogram:
                 self._write_histograms(stats)
                 self._written_histogram = stats["histogram_step"]
-        self._check_nonfinite(stats)
-        self._check_exploding(stats)
+        self._detect(stats)
         writer.flush()
         self._next_read = (stats["step"] // self.every_n_steps + 1) * self.every_n_steps
 
@@ -269,7 +336,6 @@ class GradientStatistics(tf.keras.callbacks.Callback):
             if t.sparse:
                 S.write_histogram(S.tag("embed", "row_grad_norm_log10", t.name), ROW_NORM_LOG10_EDGES,
                                   stats["row_norm_hist"][t.sparse_index], step)
-        self._check_vanishing(layer_sq, step)
 
     def _write_histograms(self, stats):
         step = stats["histogram_step"]
@@ -281,61 +347,54 @@ class GradientStatistics(tf.keras.callbacks.Callback):
             edges = np.linspace(lo, hi if hi > lo else lo + 1e-12, bins + 1)
             S.write_histogram(S.tag("grad", "values", t.name), edges, stats["histogram"][t.index], step)
 
-    # ------------------------------------------------------------ alerts
+    # ------------------------------------------------------------ detectors
 
-    def _check_nonfinite(self, stats):
+    def _detect(self, stats):
+        """Feeds the reading to the detectors and writes their findings (host work per reading)."""
+        tracked = self.capture.tracked
+        names = [t.name for t in tracked]
+        step = stats["step"]
+        if step <= self._read_step:  # no step since the last reading (an epoch-end flush)
+            return
         first = stats["nonfinite_first_step"]
-        new = [i for i in np.flatnonzero(first >= 0) if i not in self._reported_nonfinite]
-        if not new:
-            return
-        tracked = self.capture.tracked
-        step = int(first[new].min())
-        subject = ", ".join(tracked[i].name for i in new if first[i] == step)
-        self._reported_nonfinite.update(new)
-        evidence = {"first_step": {tracked[i].name: int(first[i]) for i in new},
-                    "nonfinite_steps": {tracked[i].name: int(stats["nonfinite_count"][i]) for i in new}}
-        self.alert_log.fire(S.Alert(
-            "nonfinite_gradients", "critical", step, self._epoch, subject,
-            "Gradients became NaN/Inf here: lower the learning rate, clip gradients (clipnorm=1.0), "
-            "or look for NaN/Inf in the inputs of that batch.", evidence))
+        last_bad = stats["nonfinite_last_step"]
+        # Finite: no NaN/Inf gradient since the previous reading (exact, recorded in-graph).
+        finite = last_bad <= self._read_step
+        for f in self.nonfinite_detector.update(
+                {n: int(first[i]) for i, n in enumerate(names)}, finite,
+                {n: int(stats["nonfinite_count"][i]) for i, n in enumerate(names)}):
+            apply_findings(self.alert_log, [f], min(f.evidence["first_step"].values()) if f.action == "fire"
+                           else step, self._epoch)
+        since = [int(x) for x in first if x > self._read_step]
+        note = self.pause.update(finite, step if finite else (min(since) if since else last_bad))
+        if note:
+            self._note(note)
+        nonfinite_from = self.nonfinite_detector.first_step
+        if not self.pause.paused:
+            exploding = stats["exploding_first_step"]
+            events = {names[i]: (int(exploding[i]), float(stats["exploding_ratio"][i]),
+                                 float(stats["exploding_share"][i]))
+                      for i in np.flatnonzero(exploding >= 0)
+                      # An explosion at or after the first NaN is a consequence, not a warning.
+                      if nonfinite_from is None or exploding[i] < nonfinite_from}
+            for f in self.exploding_detector.update(events):
+                apply_findings(self.alert_log, [f], f.evidence["step"], self._epoch)
+            if stats["snapshot_step"] > self._read_step:  # a new snapshot
+                col = {c: stats["snapshot"][:, j] for j, c in enumerate(SNAPSHOT_COLUMNS)}
+                layers = [t.layer for t in tracked]
+                grad = layer_norms(col["norm"], layers)
+                weight = layer_norms(col["weight_norm"], layers)
+                apply_findings(self.alert_log, self.vanishing_detector.update(stats["snapshot_step"], grad, weight),
+                               stats["snapshot_step"], self._epoch)
+        self._read_step = step
 
-    def _check_exploding(self, stats):
-        first = stats["exploding_first_step"]
-        tracked = self.capture.tracked
-        for i in np.flatnonzero(first >= 0):
-            if i in self._reported_exploding:
-                continue
-            self._reported_exploding.add(i)
-            ratio = float(stats["exploding_ratio"][i])
-            self.alert_log.fire(S.Alert(
-                "exploding_gradients", "warning", int(first[i]), self._epoch, tracked[i].name,
-                f"The gradient norm jumped to {ratio:.3g}x its running median: lower the learning rate "
-                "or clip gradients (clipnorm=1.0) before it turns into NaN.",
-                {"ratio_to_median": ratio, "window": self.capture.exploding_window}))
+    def _note(self, message: str):
+        self.notes.append(message)
+        if self.verbose:
+            print(message, flush=True)
+        else:
+            _logger.warning("%s", message)
 
-    def _check_vanishing(self, layer_sq: dict[str, float], step: int):
-        norms = {k: math.sqrt(v) for k, v in layer_sq.items()}
-        finite = [v for v in norms.values() if np.isfinite(v)]
-        top = max(finite) if finite else 0.0
-        if not top > 0:
-            return
-        reference = max(norms, key=lambda k: norms[k] if np.isfinite(norms[k]) else -1.0)
-        for layer, norm in norms.items():
-            if not np.isfinite(norm):
-                continue
-            if norm < self.vanishing_ratio * top:
-                self._vanishing_streak[layer] = self._vanishing_streak.get(layer, 0) + 1
-                if self._vanishing_streak[layer] == self.vanishing_window:
-                    self.alert_log.fire(S.Alert(
-                        "vanishing_gradients", "warning", step, self._epoch, layer,
-                        f"This layer's gradients are {norm / top:.1e} of {reference}'s: use ReLU-family "
-                        "activations or normalisation between layers, check its initialisation, or give it "
-                        "a larger learning rate.",
-                        {"layer_norm": norm, "reference_layer": reference, "reference_norm": top,
-                         "readings": self.vanishing_window}))
-            else:
-                if self._vanishing_streak.pop(layer, 0) >= self.vanishing_window:
-                    self.alert_log.clear("vanishing_gradients", layer, step, self._epoch)
 
 
 def _steps_per_execution(model) -> int:

@@ -13,6 +13,8 @@ import logging
 import math
 from typing import Any, Iterable, Mapping
 
+import numpy as np
+
 from tfrs_diag import detectors as D
 from tfrs_diag import summary as S
 from tfrs_diag._keras import tf

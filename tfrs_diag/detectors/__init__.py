@@ -7,6 +7,7 @@ and the callback writes the findings to its run's alert log (`apply_findings`).
 
 from tfrs_diag.detectors.base import Detector, Finding, NonFinitePause, all_finite, apply_findings, found
 from tfrs_diag.detectors.embeddings import DeadEmbeddingRows, EmbeddingCollapse, EmbeddingMemorization
+from tfrs_diag.detectors.gradients import ExplodingGradients, NonFiniteGradients, VanishingGradients
 from tfrs_diag.detectors.fairness import ExposureConcentration, FairnessGap
 from tfrs_diag.detectors.overfitting import OneEpochOverfitting, Overfitting, Underfitting
 
@@ -22,6 +23,9 @@ __all__ = [
     "EmbeddingMemorization",
     "ExposureConcentration",
     "FairnessGap",
+    "ExplodingGradients",
+    "NonFiniteGradients",
+    "VanishingGradients",
     "OneEpochOverfitting",
     "Overfitting",
     "Underfitting",
