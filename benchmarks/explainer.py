@@ -9,7 +9,7 @@ Variants, timed in one process, interleaved (ABC, CBA, ...), medians reported:
 
 - ``shap_kernel_predict``: `shap.KernelExplainer` (nsamples=256: with 8 groups it evaluates
   every coalition, so it is exact) on a numpy wrapper calling ``model.predict`` (the
-  wrapper TFRS users write, and the anchor of DESIGN.md: about 5.7 explanations/s);
+  wrapper TFRS users write, and the anchor of docs/design.md: about 5.7 explanations/s);
 - ``shap_kernel``: the same with a faster wrapper, `tfrs_diag.explain.FeatureCodec`
   (``model.predict_on_batch``: no per-call tf.data pipeline);
 - ``prototype``: all 2^8 coalitions x 50 background rows formed in embedding space, the
@@ -21,7 +21,7 @@ Variants, timed in one process, interleaved (ABC, CBA, ...), medians reported:
   the same id in both is a dummy player), batched by the number of such groups;
 - ``integrated_gradients``: 32 Gauss-Legendre steps over the same 50 background rows.
 
-Bar (DESIGN.md section 6): ``shapley`` at least 100x the explanations per second of
+Bar (docs/design.md section 7): ``shapley`` at least 100x the explanations per second of
 ``shap_kernel_predict`` (the anchor); the ratio to ``shap_kernel`` is printed too. The agreement of ``shapley`` with ``shap_kernel`` (max |difference|) is
 printed too: the ratio compares the same numbers.
 

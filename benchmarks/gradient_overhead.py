@@ -94,8 +94,8 @@ DEFAULT_VARIANTS = {
     "movielens-b1024": TIMED_VARIANTS,
     "synthetic1m": ("plain", "gradstats", "naive_summary"),
 }
-TIME_BAR = 1.03  # DESIGN.md section 6: at most 3% added to fit time at default cadence
-MEMORY_BAR = 1.05  # DESIGN.md section 6: peak memory of fit grows by at most 5%
+TIME_BAR = 1.03  # docs/design.md section 7: at most 3% added to fit time at default cadence
+MEMORY_BAR = 1.05  # docs/design.md section 7: peak memory of fit grows by at most 5%
 WARMUP_STEPS = 2
 # TensorBoard's histogram summary one-hot encodes every value (float64, 30 buckets):
 # measured ~260 bytes of peak memory per weight element (16.7 GB for 65M elements).
@@ -721,7 +721,7 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"- host, every every_n_steps: one read + write of the statistics {C.fmt(h.get('flush_ms'))} ms "
               f"(of which reading the variables {C.fmt(h.get('read_ms'))} ms) = "
               f"{C.fmt(h['flush_per_step_at_default_cadence_ms'], 3)} ms per step at every_n_steps=100")
-    print("\n## Bars (DESIGN.md section 6)")
+    print("\n## Bars (docs/design.md section 7)")
     for b in report["bars"]:
         verdict = {True: "MET", False: "NOT MET", None: "n/a"}[b["met"]]
         print(f"- {b['workload']}: {b['bar']}: {C.fmt(b['value'], 3, 'x')} -> {verdict}")

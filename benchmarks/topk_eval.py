@@ -13,7 +13,7 @@ Variants, on the same model and data:
 - ``export_numpy``: the bare pass over users exporting top-K ids, then the same metrics in
   numpy afterwards.
 
-Bars (DESIGN.md section 6): ours at most 0.5x ``factorized_topk`` and at most 1.5x the bare
+Bars (docs/design.md section 7): ours at most 0.5x ``factorized_topk`` and at most 1.5x the bare
 pass on the same queries.
 
 Usage::

@@ -1,4 +1,4 @@
-"""Plain-numpy reference of the streaming top-K metrics, written from DESIGN.md section 5.
+"""Plain-numpy reference of the streaming top-K metrics, written from docs/design.md section 5.
 
 This module is deliberately naive and independent of ``tfrs_diag.metrics``: explicit
 Python loops over queries, ranks and item pairs, float64 throughout, no shared helpers.
@@ -13,7 +13,7 @@ Input conventions (the ones ``tfrs_diag.metrics`` documents):
 - ``user_group`` [B] user-group index; ``exclude`` [B, S] items left out of the search
   for that query, padded with -1.
 
-Conventions chosen where DESIGN.md is silent (each stated where it is used):
+Conventions chosen where docs/design.md is silent (each stated where it is used):
 
 - accuracy means are over *evaluated* queries (>= 1 positive in the candidate set);
 - 0/0 -> 0 for means and probabilities with an empty denominator (never NaN);
@@ -159,7 +159,7 @@ def item_counts(top, num_items: int, k: int) -> list[int]:
 
 
 def gini_sorted(values) -> float:
-    """DESIGN.md: sum_j (2j - |I| - 1) c_(j) / (|I| N), c sorted ascending, j from 1."""
+    """docs/design.md: sum_j (2j - |I| - 1) c_(j) / (|I| N), c sorted ascending, j from 1."""
     c = sorted(float(v) for v in values)
     n = len(c)
     total = sum(c)

@@ -1,6 +1,6 @@
 """Independent verification of the streaming top-K metrics in `tfrs_diag.metrics`.
 
-Three layers of evidence, all against DESIGN.md section 5 (not against the TF code):
+Three layers of evidence, all against docs/design.md section 5 (not against the TF code):
 
 1. hand-computed cases, small enough to redo with pencil (arithmetic in the comments);
 2. agreement with `metrics_reference` (plain numpy/Python loops, float64) on random
@@ -228,7 +228,7 @@ def test_user_group_accuracy_hand_case():
 
 
 def test_reference_gini_formulas_agree_and_match_hand_values():
-    # the reference's two Gini forms (sorted sum from DESIGN.md, pairwise mean difference)
+    # the reference's two Gini forms (sorted sum from docs/design.md, pairwise mean difference)
     assert ref.gini_sorted([3, 2, 1, 0]) == pytest.approx(10 / 24, **HAND)
     assert ref.gini_sorted([0, 0, 0, 4]) == pytest.approx(0.75, **HAND)  # (|I| - 1)/|I|
     assert ref.gini_sorted([2, 2, 2, 2]) == 0.0

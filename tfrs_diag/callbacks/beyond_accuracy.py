@@ -6,25 +6,12 @@ import time
 from typing import Mapping, Sequence
 
 from tfrs_diag import detectors as D
+from tfrs_diag import schema
 from tfrs_diag import summary as S
 from tfrs_diag._keras import tf
 from tfrs_diag._model_checks import check_xla_compatible
 from tfrs_diag.evaluation import EvaluationResult, TopKEvaluator
 from tfrs_diag.metrics.composite import CompositeScore
-
-_ACCURACY = ("recall_at_", "ndcg_at_", "mrr_at_", "hit_rate_at_")
-_FAIRNESS = ("exposure_", "pop_rsp_at_", "pop_reo_at_")
-
-
-def _family(name: str) -> str:
-    if "/" in name:
-        return "fair"  # user-group gaps: "<key>/<metric>_gap"
-    if name.startswith(_ACCURACY):
-        return "rank"
-    if name.startswith(_FAIRNESS):
-        return "fair"
-    return "div"
-
 
 class BeyondAccuracy(tf.keras.callbacks.Callback):
     """Accuracy, diversity, popularity bias, exposure and user-group fairness every N epochs.
@@ -156,7 +143,7 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
     def _write(self, result: EvaluationResult, values: Mapping[str, float], step: int, epoch: int):
         scalars = {}
         for name, value in values.items():
-            scalars[S.tag(_family(name), *name.split("/"))] = value
+            scalars[schema.tag(schema.metric_family(name), *name.split("/"))] = value
         for key, rows in result.tables.items():
             for row in rows:
                 for name, value in row.items():

@@ -72,7 +72,7 @@ class GradientStatistics(tf.keras.callbacks.Callback):
     `tf.keras.callbacks.BackupAndRestore` (in a new process, or with a new callback on
     the same ``log_dir``) continues the timeline.
 
-    Written under ``log_dir/train`` (tags per DESIGN.md's schema):
+    Written under ``log_dir/train`` (tags per docs/design.md's schema):
 
     - ``tfrs_diag/grad/{norm,max_abs,zero_fraction,weight_norm,update_ratio}/<variable>``
       and ``tfrs_diag/grad/layer_norm/<layer>``, ``tfrs_diag/grad/global_norm``;

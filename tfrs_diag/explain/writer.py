@@ -1,4 +1,4 @@
-"""Attributions to TensorBoard, per the summary schema (DESIGN.md section 4).
+"""Attributions to TensorBoard, per the summary schema (docs/design.md section 4).
 
 - ``tfrs_diag/explain/attributions``: a ``"attribution_table"`` JSON record with payload
   ``{"method", "group_names", "examples", "values", "base_value", "outputs", "epoch"}``

@@ -1,6 +1,6 @@
 """Catalog-side metrics of top-K lists: coverage, Gini, entropy, novelty, ILD, ARP, APLT.
 
-Definitions follow DESIGN.md section 5; ``c(i)`` is how often item i appears over all
+Definitions follow docs/design.md section 5; ``c(i)`` is how often item i appears over all
 lists, ``N = sum c(i)``, ``I`` the catalog, ``phi(i)`` item i's share of training
 interactions:
 

@@ -1,4 +1,4 @@
-"""User-group accuracy gaps and item-group exposure of top-K lists (DESIGN.md section 5).
+"""User-group accuracy gaps and item-group exposure of top-K lists (docs/design.md section 5).
 
 - User-group gap: for a metric M per user group g, ``M_g``; the gap ``max - min``, the
   ratio ``min / max`` and UserMAD, the mean over pairs of groups of ``|M_g - M_h|``.

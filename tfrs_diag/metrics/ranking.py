@@ -1,4 +1,4 @@
-"""`RankingAccuracy`: streaming Recall@K, NDCG@K, MRR@K and hit rate (DESIGN.md section 5).
+"""`RankingAccuracy`: streaming Recall@K, NDCG@K, MRR@K and hit rate (docs/design.md section 5).
 
 The per-query definitions and their conventions are in `tfrs_diag.metrics.relevance`.
 """

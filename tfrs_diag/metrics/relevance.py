@@ -1,4 +1,4 @@
-"""Which top-K slots hold a relevant item, and the per-query accuracy that follows (DESIGN.md section 5).
+"""Which top-K slots hold a relevant item, and the per-query accuracy that follows (docs/design.md section 5).
 
 Conventions (binary relevance, ranks r counted from 1):
 
