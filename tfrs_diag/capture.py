@@ -25,6 +25,8 @@ carries a share of that step's norm, and every
 embedding row statistics). Every ``histogram_every_n_steps``: value histograms of that
 one step (a snapshot, not accumulated over the interval).
 
+Not run here: these lines need your compiled model and data (tests/test_conformance.py runs the same calls on the TFRS tutorials' models).
+
 >>> capture = GradientCapture(every_n_steps=10)   # doctest: +SKIP
 >>> capture.attach(model); model.fit(ds); stats = capture.read()  # doctest: +SKIP
 """

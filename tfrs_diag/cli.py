@@ -15,6 +15,8 @@ Adding a subcommand (``report LOGDIR``, ``explain``): write ``_<name>_arguments(
 and ``cmd_<name>(args) -> int`` and add one `Command` entry to `COMMANDS`. A handler
 raises `UsageError` for bad input: `main` prints it as one line and returns 2.
 
+Not run here: these lines train a model or read a training run's log directory (tests/test_cli_examples.py runs them).
+
 >>> main(["--version"])  # doctest: +SKIP
 tfrs-diag 0.1.0
 0

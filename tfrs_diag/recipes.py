@@ -7,6 +7,8 @@ and `overfitting_callback`, and `example_setup` (the examples' options). Heavy i
 (TensorFlow, TFRS) happen inside them.
 
 >>> from tfrs_diag import recipes
+
+Not run here: these lines train a model or read a training run's log directory (tests/test_cli_examples.py runs them).
 >>> data = recipes.load_data(None, num_interactions=4000)                       # doctest: +SKIP
 >>> result = recipes.train_retrieval(data, "logs/run1", epochs=1, verbose=0)     # doctest: +SKIP
 >>> recipes.retrieval_hit_rate(result.model, data) > 100 / data.num_items        # doctest: +SKIP

@@ -4,6 +4,8 @@
 browser and CI logs:
 
 >>> from tfrs_diag import report
+
+Not run here: these lines train a model or read a training run's log directory (tests/test_cli_examples.py runs them).
 >>> lines, alerts = report.report_lines("logs")  # doctest: +SKIP
 >>> print("\\n".join(lines))                      # doctest: +SKIP
 

@@ -56,6 +56,8 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
 
     Example:
 
+    Not run here: these lines need your compiled model and data (tests/test_conformance.py runs the same calls on the TFRS tutorials' models).
+
     >>> cb = tfrs_diag.callbacks.BeyondAccuracy("logs/run1", data.test, data.items["item_id"],  # doctest: +SKIP
     ...     k=(10, 100), user_group_keys=("user_group",), item_popularity=data.item_popularity)
     >>> stop = tf.keras.callbacks.EarlyStopping("val_ndcg_at_10", mode="max", patience=2)  # doctest: +SKIP

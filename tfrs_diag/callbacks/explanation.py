@@ -42,6 +42,8 @@ class ExplanationCallback(tf.keras.callbacks.Callback):
 
     Example:
 
+    Not run here: these lines need your compiled model and data (tests/test_conformance.py runs the same calls on the TFRS tutorials' models).
+
     >>> cb = tfrs_diag.callbacks.ExplanationCallback(                                   # doctest: +SKIP
     ...     {k: v[:5] for k, v in data.test.items()}, log_dir="logs/run1",
     ...     background={k: v[:50] for k, v in data.train.items()}, label_key=("user_id", "item_id"))

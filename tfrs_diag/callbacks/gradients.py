@@ -114,6 +114,8 @@ class GradientStatistics(tf.keras.callbacks.Callback):
 
     Example:
 
+    Not run here: these lines need your compiled model and data (tests/test_conformance.py runs the same calls on the TFRS tutorials' models).
+
     >>> cb = tfrs_diag.callbacks.GradientStatistics("logs/run1", every_n_steps=50)  # doctest: +SKIP
     >>> model.fit(train_ds, epochs=3, callbacks=[cb])                               # doctest: +SKIP
     >>> cb.alerts                                                                   # doctest: +SKIP

@@ -10,6 +10,8 @@ swap raw feature values in input space instead (no integrated gradients there).
 Retrieval scores ``dot(query_tower, candidate_tower)``: pass ``query_model=`` and
 ``candidate_model=``, or let the tutorials' tower names be found.
 
+Not run here: these lines need your compiled model and data (tests/test_conformance.py runs the same calls on the TFRS tutorials' models).
+
 >>> from tfrs_diag import explain                                             # doctest: +SKIP
 >>> a = explain.Shapley(model, background).attribute(examples)               # doctest: +SKIP
 >>> a = explain.IntegratedGradients(model, background).attribute(examples)   # doctest: +SKIP
@@ -50,6 +52,8 @@ METHODS = {
 
 def explainer(method: str, model, background=None, **kwargs) -> Explainer:
     """The explainer named ``method`` (a key of `METHODS`): switch methods by changing one name.
+
+    Not run here: these lines need your compiled model and data (tests/test_conformance.py runs the same calls on the TFRS tutorials' models).
 
     >>> explainer("integrated_gradients", model, background, steps=64).attribute(examples)  # doctest: +SKIP
     """

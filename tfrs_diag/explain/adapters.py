@@ -32,6 +32,8 @@ Provided adapters:
 
 `as_adapter(model, background)` picks one of these for a model, or passes an adapter through.
 
+Not run here: these lines need your compiled model and data (tests/test_conformance.py runs the same calls on the TFRS tutorials' models).
+
 >>> from tfrs_diag import datasets, models                                    # doctest: +SKIP
 >>> data = datasets.synthetic(num_users=50, num_items=80, num_interactions=500)  # doctest: +SKIP
 >>> adapter = as_adapter(models.RankingModel(data.train))                     # doctest: +SKIP
@@ -493,6 +495,8 @@ class FeatureCodec:
     `predict` decodes a code matrix into the model's feature dict and returns the model's
     outputs as float64 ``[N]``. This is the wrapper TFRS users write to run
     KernelExplainer on a feature-dict model; the benchmarks and tests compare with it.
+
+    Not run here: these lines need your compiled model and data (tests/test_conformance.py runs the same calls on the TFRS tutorials' models).
 
     >>> codec = FeatureCodec(model, model.feature_names, background, examples)     # doctest: +SKIP
     >>> shap.KernelExplainer(codec.predict, codec.encode(background))              # doctest: +SKIP

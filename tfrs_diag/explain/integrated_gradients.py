@@ -12,6 +12,8 @@ each row is averaged (expected gradients with a fixed quadrature). Completeness 
 ``sum_j IG_j = f(x) - f(b)``; ``Attribution.delta`` reports the gap, which shrinks with
 more steps on a smooth model (ReLU kinks make it converge slowly).
 
+Not run here: these lines need your compiled model and data (tests/test_conformance.py runs the same calls on the TFRS tutorials' models).
+
 >>> a = IntegratedGradients(model, background, steps=64).attribute(examples)  # doctest: +SKIP
 >>> a.delta.max() < 1e-3                                                       # doctest: +SKIP
 """

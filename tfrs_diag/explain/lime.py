@@ -9,6 +9,8 @@ between z and the all-ones coalition). The values are w, the base value b, and t
 fidelity the weighted R^2 of the fit: 1 when the model is additive in the groups, lower
 when interactions matter (then prefer `Shapley`).
 
+Not run here: these lines need your compiled model and data (tests/test_conformance.py runs the same calls on the TFRS tutorials' models).
+
 >>> a = LimeSurrogate(model, background).attribute(examples)  # doctest: +SKIP
 >>> a.fidelity                                                # doctest: +SKIP
 """

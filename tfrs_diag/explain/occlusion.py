@@ -5,6 +5,8 @@ in `tfrs_diag.explain.Shapley`. One coalition per group: the cheapest method, ex
 for models additive in the groups, blind to interactions (two groups that only matter
 together both get the full effect).
 
+Not run here: these lines need your compiled model and data (tests/test_conformance.py runs the same calls on the TFRS tutorials' models).
+
 >>> a = Occlusion(model, background).attribute(examples)  # doctest: +SKIP
 """
 

@@ -16,6 +16,8 @@ averages marginal contributions over antithetic pairs of random permutations (a
 permutation and its reverse), which keeps efficiency exact per example and gives a
 standard error per value.
 
+Not run here: these lines need your compiled model and data (tests/test_conformance.py runs the same calls on the TFRS tutorials' models).
+
 >>> explainer = Shapley(model, background=background_rows)    # doctest: +SKIP
 >>> attribution = explainer.attribute(examples)                # doctest: +SKIP
 >>> print(attribution)                                         # doctest: +SKIP
@@ -75,6 +77,8 @@ class Shapley(Explainer):
       seed: seed of the sampled permutations.
 
     Example:
+
+    Not run here: these lines need your compiled model and data (tests/test_conformance.py runs the same calls on the TFRS tutorials' models).
 
     >>> explainer = Shapley(model, background={k: v[:50] for k, v in data.train.items()})  # doctest: +SKIP
     >>> a = explainer.attribute({k: v[:5] for k, v in data.test.items()})                  # doctest: +SKIP

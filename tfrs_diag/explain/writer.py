@@ -11,6 +11,8 @@
 - ``tfrs_diag/explain/mean_abs/<group>``: mean |attribution| over the examples, a scalar
   the stock Scalars dashboard plots across epochs.
 
+Not run here: these lines need your compiled model and data (tests/test_conformance.py runs the same calls on the TFRS tutorials' models).
+
 >>> write_attribution(attribution, "logs/run1", step=100, epoch=0)  # doctest: +SKIP
 """
 

@@ -7,6 +7,8 @@ the item-side families (diversity, popularity bias, exposure). The task passes n
 features, so per-user-group metrics need `tfrs_diag.evaluate` or the `BeyondAccuracy`
 callback.
 
+Not run here: these lines need your compiled model and data (tests/test_conformance.py runs the same calls on the TFRS tutorials' models).
+
 >>> import tensorflow_recommenders as tfrs                                   # doctest: +SKIP
 >>> metrics = FactorizedTopKMetrics(data.items["item_id"], model.item_model, ks=(10, 100),
 ...                                 item_popularity=data.item_popularity)       # doctest: +SKIP

@@ -584,6 +584,8 @@ def make_wsgi_app(logdir: str, *, load_fast: bool = False, extra_plugins: Sequen
     ``app.close()``. Routes are under ``/data/plugin/tfrs_diag/``; ``extra_plugins``
     (TBPlugin classes, e.g. TensorBoard's ScalarsPlugin) are served beside it.
 
+    Not run here: it needs a log directory of a training run (tests/test_tensorboard_plugin.py serves one).
+
     >>> app = make_wsgi_app("logs")                                   # doctest: +SKIP
     >>> werkzeug.test.Client(app).get("/data/plugin/tfrs_diag/runs")  # doctest: +SKIP
     """
