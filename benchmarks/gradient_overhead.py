@@ -525,7 +525,9 @@ def profile_overhead(w: Workload, rounds: int, log_root: str) -> dict[str, Any]:
         host["read_ms"] = 1000 * (time.perf_counter() - t0) / 20
     except AttributeError as e:  # the callback's internals changed
         host["flush_error"] = str(e)
-    host["flush_per_step_at_default_cadence_ms"] = host.get("flush_ms", float("nan")) / cb.every_n_steps
+    # The default cadence follows the epoch length (None until fit knows it): 100 when unknown.
+    host["cadence"] = cb.every_n_steps or 100
+    host["flush_per_step_at_default_cadence_ms"] = host.get("flush_ms", float("nan")) / host["cadence"]
     out["host"] = host
     C.log(f"  host: logs->numpy {host['logs_to_numpy_ms']:.3f} ms/step, hook {host['hook_ms']:.3f} ms/step, "
           f"one flush (read+write) {C.fmt(host.get('flush_ms'))} ms of which read {C.fmt(host.get('read_ms'))} ms")
@@ -720,7 +722,7 @@ def print_report(report: dict[str, Any]) -> None:
               f"{h['logs_to_numpy_ms']:.3f} ms, the callback's batch hook {h['hook_ms']:.3f} ms")
         print(f"- host, every every_n_steps: one read + write of the statistics {C.fmt(h.get('flush_ms'))} ms "
               f"(of which reading the variables {C.fmt(h.get('read_ms'))} ms) = "
-              f"{C.fmt(h['flush_per_step_at_default_cadence_ms'], 3)} ms per step at every_n_steps=100")
+              f"{C.fmt(h['flush_per_step_at_default_cadence_ms'], 3)} ms per step at every_n_steps={h.get('cadence', 100)}")
     print("\n## Bars (docs/design.md section 7)")
     for b in report["bars"]:
         verdict = {True: "MET", False: "NOT MET", None: "n/a"}[b["met"]]
