@@ -66,15 +66,6 @@ def applies(case: T.Case, diagnostic: str) -> bool:
 # ------------------------------------------------------------------ running
 
 
-def _seeded_build(case: T.Case, probed: bool = False):
-    tf.keras.backend.clear_session()
-    tf.keras.utils.set_random_seed(0)
-    if probed:
-        with T.probed():
-            return case.build()
-    return case.build()
-
-
 def _fit(model, case: T.Case, callbacks=()) -> float:
     history = model.fit(case.train.batch(case.batch_size), epochs=EPOCHS, verbose=0, callbacks=list(callbacks))
     return float(history.history["loss"][-1])
@@ -87,7 +78,7 @@ def baseline_loss(case: T.Case) -> float | BaseException:
     """The final training loss without any diagnostic (or the error plain Keras raises)."""
     if case.name not in _baselines:
         try:
-            _baselines[case.name] = _fit(_seeded_build(case), case)
+            _baselines[case.name] = _fit(T.seeded_build(case), case)
         except Exception as e:  # noqa: BLE001 - recorded: e.g. XLA cannot compile a lookup
             _baselines[case.name] = e
     return _baselines[case.name]
@@ -121,7 +112,7 @@ def _tower_kwargs(case: T.Case) -> dict:
 
 
 def _gradient_statistics(case: T.Case, log_dir: str) -> Outcome:
-    model = _seeded_build(case)
+    model = T.seeded_build(case)
     cb = tfrs_diag.callbacks.GradientStatistics(log_dir, every_n_steps=3, verbose=0)
     _check_same_loss(case, _fit(model, case, [cb]))
     scalars = _scalars(log_dir, "train")
@@ -144,7 +135,7 @@ def _monitor_probe_loss(model, examples) -> float:
 
 
 def _overfitting_monitor(case: T.Case, log_dir: str, probed: bool = False) -> Outcome:
-    model = _seeded_build(case, probed)
+    model = T.seeded_build(case, probed)
     # drop_remainder=True: what TPUs need and retrieval pipelines use.
     validation = case.validation.batch(32, drop_remainder=True)
     cb = tfrs_diag.callbacks.OverfittingMonitor(log_dir, validation_data=validation, probe_size=64,
@@ -216,7 +207,7 @@ def _check_topk(model, case: T.Case, metrics) -> str:
 
 
 def _beyond_accuracy(case: T.Case, log_dir: str) -> Outcome:
-    model = _seeded_build(case)
+    model = T.seeded_build(case)
     cb = tfrs_diag.callbacks.BeyondAccuracy(log_dir, case.test_features, case.candidates, k=K, verbose=0,
                                             **_tower_kwargs(case))
     _check_same_loss(case, _fit(model, case, [cb]))
@@ -227,7 +218,7 @@ def _beyond_accuracy(case: T.Case, log_dir: str) -> Outcome:
 
 
 def _train_if_possible(case: T.Case):
-    model = _seeded_build(case)
+    model = T.seeded_build(case)
     if not isinstance(baseline_loss(case), BaseException):
         _fit(model, case)
     return model
@@ -259,7 +250,7 @@ def _explain(case: T.Case, log_dir: str) -> Outcome:
 
 
 def _explanation_callback(case: T.Case, log_dir: str) -> Outcome:
-    model = _seeded_build(case)
+    model = T.seeded_build(case)
     examples, background, label = _explain_inputs(case)
     cb = tfrs_diag.callbacks.ExplanationCallback(examples, log_dir=log_dir, background=background, label_key=label,
                                                  **case.explain_kwargs)

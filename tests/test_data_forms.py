@@ -42,15 +42,6 @@ def zoo():
     return T.cases(T.movielens_like(num_ratings=600))
 
 
-def _build(case, probed=False):
-    tf.keras.backend.clear_session()
-    tf.keras.utils.set_random_seed(0)
-    if probed:
-        with T.probed():
-            return case.build()
-    return case.build()
-
-
 def _arrays(ds, n=None):
     """The first ``n`` (default all) examples of an unbatched dataset as numpy."""
     return tf.nest.map_structure(lambda t: t.numpy(), next(iter(ds.batch(n or 1 << 20))))
@@ -98,7 +89,7 @@ def _baseline_loss(case, form, **kwargs) -> float:
     key = (case.name, form, tuple(sorted(kwargs)))
     if key not in _baselines:
         fit_kwargs, epochs, _, _ = _train_form(case, form)
-        model = _build(case)
+        model = T.seeded_build(case)
         _baselines[key] = model.fit(**fit_kwargs, **kwargs, epochs=epochs, verbose=0).history["loss"][-1]
     return _baselines[key]
 
@@ -149,7 +140,7 @@ def _check_gradient_tags(model, log_dir, total_steps):
 def test_gradient_statistics_on_every_form_of_training_data(zoo, name, form, tmp_path):
     case = zoo[name]
     fit_kwargs, epochs, _, steps = _train_form(case, form)
-    model = _build(case)
+    model = T.seeded_build(case)
     cb = GradientStatistics(str(tmp_path), every_n_steps=EVERY, verbose=0)
     history = model.fit(**fit_kwargs, epochs=epochs, verbose=0, callbacks=[cb])
     assert history.history["loss"][-1] == pytest.approx(_baseline_loss(case, form), rel=1e-5, abs=1e-6)
@@ -166,7 +157,7 @@ def test_monitor_and_embedding_probe_on_every_form_of_training_data(zoo, name, f
     case = zoo[name]
     fit_kwargs, epochs, examples, steps = _train_form(case, form)
     heldout, seen = _arrays(case.validation, PROBE), _arrays(case.train, PROBE)
-    model = _build(case, probed=True)
+    model = T.seeded_build(case, probe_embeddings=True)
     cb = OverfittingMonitor(str(tmp_path), probe_data=heldout, train_probe_data=seen, probe_size=PROBE,
                             probe_every_n_steps=EVERY, verbose=0)
     history = model.fit(**fit_kwargs, epochs=epochs, verbose=0, callbacks=[cb])
@@ -230,7 +221,7 @@ def test_every_form_of_validation_data(zoo, name, form, tmp_path):
     if form == "validation_split":
         steps = math.ceil(int(0.8 * _rows(_arrays(case.train))) / BATCH)
     seen = _arrays(case.train, PROBE)
-    model = _build(case, probed=True)
+    model = T.seeded_build(case, probe_embeddings=True)
     grads = GradientStatistics(str(tmp_path), every_n_steps=EVERY, verbose=0)
     monitor = OverfittingMonitor(str(tmp_path), **monitor_kwargs, train_probe_data=seen, probe_size=PROBE,
                                  probe_every_n_steps=EVERY, verbose=0)
@@ -325,7 +316,7 @@ def test_an_exception_from_another_callback_leaves_a_model_that_trains_without_t
     case = zoo["basic_ranking"]
 
     def run(with_statistics):
-        model = _build(case)
+        model = T.seeded_build(case)
         callbacks = [_RaiseAtBatch(4)]
         cb = GradientStatistics(str(tmp_path), every_n_steps=EVERY, verbose=0) if with_statistics else None
         with pytest.raises(RuntimeError, match="another callback failed"):
@@ -350,7 +341,7 @@ def test_an_error_inside_a_step_unpatches_the_model_at_once_and_keeps_the_logs(z
             yield batch
 
     def run(with_statistics):
-        model = _build(case)
+        model = T.seeded_build(case)
         cb = [GradientStatistics(str(tmp_path), every_n_steps=1, verbose=0)] if with_statistics else []
         with pytest.raises(tf.errors.InvalidArgumentError, match="did not match the expected structure"):
             model.fit(broken(), epochs=1, verbose=0, callbacks=cb)
@@ -375,7 +366,7 @@ def test_unknown_cardinality_keeps_the_capture_across_epochs(zoo, tmp_path):
     ds = tf.data.Dataset.from_generator(batches, output_signature=spec)
     assert ds.cardinality() == tf.data.UNKNOWN_CARDINALITY
     steps = math.ceil(_rows(_arrays(case.train)) / BATCH)
-    model = _build(case)
+    model = T.seeded_build(case)
     cb = GradientStatistics(str(tmp_path), every_n_steps=EVERY, verbose=0)
     history = model.fit(ds, epochs=2, verbose=0, callbacks=[cb])
     norms = _steps(_scalars(str(tmp_path)), "tfrs_diag/grad/global_norm")

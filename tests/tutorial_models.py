@@ -716,6 +716,16 @@ def cases(data: MovieLensLike | None = None) -> dict[str, Case]:
     return by_name
 
 
+def seeded_build(case: Case, probe_embeddings: bool = False) -> tf.keras.Model:
+    """A fresh model of ``case`` from seed 0 (every `Embedding` in an `EmbeddingProbe` if asked)."""
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(0)
+    if probe_embeddings:
+        with probed():
+            return case.build()
+    return case.build()
+
+
 def resolve(model, path: str):
     """``resolve(model, "user_model.layers[1]")``: the object at an attribute path."""
     return eval("m." + path, {}, {"m": model})  # noqa: S307 - paths are the suite's own literals
