@@ -133,7 +133,7 @@ def overfitting_report(monitor) -> list[str]:
              f"(gap {last['heldout'] - last['seen']:.4g})"]
     if monitor.best_epoch is not None:
         lines.append(f"best epoch by {monitor.monitor}: {monitor.best_epoch + 1} ({monitor.best_value:.5g}); "
-                     f"the overfitting trend test needs {monitor.window} epochs")
+                     f"the overfitting trend test needs {monitor.detectors['overfitting'].window} epochs")
     return lines
 
 
