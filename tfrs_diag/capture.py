@@ -125,7 +125,8 @@ class _State:
             return tf.Variable(tf.constant(init, dtype=dtype), trainable=False, name=name, **sync)
 
         with tf.name_scope(_SCOPE):
-            self.step = var(0, "step", tf.int64)
+            # Starts at the optimizer's count (a resumed or second fit continues from it).
+            self.step = var(int(cfg._optimizer.iterations.numpy()), "step", tf.int64)
             self.last_sumsq = var(np.zeros([v_count]), "last_sumsq")
             self.nonfinite_first = var(np.full([v_count], -1), "nonfinite_first_step", tf.int64)
             self.nonfinite_count = var(np.zeros([v_count]), "nonfinite_count", tf.int64)
@@ -385,13 +386,14 @@ class GradientCapture:
         tracked = self.tracked
         norms = [self._sum_of_squares(g, v) for g, v in zip(grads, variables)]
         sumsq = tf.stack([n[0] for n in norms])
-        # The optimizer's step count after this step (apply_gradients increments it
-        # below): resumed fits, a second fit and initial_epoch continue the timeline.
-        # Read once the gradients exist: Keras ends an epoch of unknown length with a
-        # step whose get_next raises OutOfRangeError, and nothing else orders this after it.
+        # The optimizer's step count after this step: a counter of our own, set to
+        # `optimizer.iterations` when created and at each epoch's start (`sync_step`), so
+        # resumed fits, a second fit and initial_epoch continue the timeline. (Reading
+        # `iterations` here instead changes the traced graph's op order and, with it, a
+        # seeded run's numerics.) Counted once the gradients exist: Keras ends an epoch of
+        # unknown length with a step whose get_next raises OutOfRangeError.
         with tf.control_dependencies([sumsq]):
-            step = tf.cast(self._optimizer.iterations, tf.int64) + 1
-            s.step.assign(step)
+            step = s.step.assign_add(1)
         touched = [n[1] for n in norms]  # sparse: (row ids, valid, rows before the update)
         total_sq = tf.reduce_sum(sumsq)
         finite_total = tf.math.is_finite(total_sq)  # False iff some variable's norm is NaN/Inf (or overflows)
@@ -625,6 +627,11 @@ class GradientCapture:
                             "b_simple": float(trace / g2) if g2 > 0 and n > 0 else float("nan"),
                             "replica_batch": float(b)}
         return out
+
+    def sync_step(self) -> None:
+        """Sets the step counter to ``optimizer.iterations`` (host side; once per epoch)."""
+        if self.state is not None and self._optimizer is not None:
+            self.state.step.assign(tf.cast(self._optimizer.iterations, tf.int64))
 
     def reset_detection(self) -> None:
         """Forgets the in-graph detector state (a new `fit`, like Keras' ``EarlyStopping``).

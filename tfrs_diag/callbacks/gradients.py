@@ -203,6 +203,8 @@ class GradientStatistics(tf.keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = int(epoch)
         self._step_base = None
+        # After every on_train_begin, so after a BackupAndRestore has restored the count.
+        self.capture.sync_step()
 
     def on_train_batch_end(self, batch, logs=None):
         if self._step_base is None:  # one scalar read per epoch
@@ -226,6 +228,9 @@ class GradientStatistics(tf.keras.callbacks.Callback):
             self._flush_stats()
 
     def on_epoch_end(self, epoch, logs=None):
+        # An epoch of unknown length ends with a step whose input raised OutOfRangeError;
+        # the optimizer did not count it, so neither do we.
+        self.capture.sync_step()
         self._flush_stats()
 
     def on_train_end(self, logs=None):
