@@ -47,14 +47,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from tfrs_diag._keras import tf
+from tfrs_diag.evaluation import CANDIDATE_TOWERS, QUERY_TOWERS, resolve_tower
 
 #: Rows of the example features used to find the split (the model is called on them a few times).
 PROBE_ROWS = 32
-
-#: Attribute names of (query, candidate) towers in the TFRS tutorials and tfrs_diag.models, tried in order.
-TOWER_NAMES = (("query_model", "candidate_model"), ("_query_model", "_candidate_model"),
-               ("user_model", "movie_model"), ("user_model", "item_model"), ("user_model", "candidate_model"),
-               ("query_tower", "candidate_tower"))
 
 #: ``space=`` values of the explainers.
 SPACES = ("auto", "embedding", "input")
@@ -592,24 +588,14 @@ def _own_call(model) -> bool:
 
 
 def find_towers(model) -> tuple[str, str] | None:
-    """The attribute names of ``model``'s (query, candidate) towers among `TOWER_NAMES`, or None."""
-    for q, c in TOWER_NAMES:
-        if callable(getattr(model, q, None)) and callable(getattr(model, c, None)):
-            return q, c
-    return None
+    """The attribute names of ``model``'s (query, candidate) towers, or None.
 
-
-def _resolve(model, tower, argument: str):
-    if isinstance(tower, str):
-        obj = model
-        for part in tower.split("."):
-            if not hasattr(obj, part):
-                raise ValueError(f"{argument}={tower!r}: {type(obj).__name__} has no attribute {part!r}")
-            obj = getattr(obj, part)
-        tower = obj
-    if not callable(tower):
-        raise TypeError(f"{argument} must be a layer, a callable or an attribute name, got {type(tower).__name__}")
-    return tower
+    The same vocabulary as the evaluation's (`tfrs_diag.evaluation.QUERY_TOWERS`,
+    `CANDIDATE_TOWERS`): the first callable attribute of each list.
+    """
+    query = next((n for n in QUERY_TOWERS if callable(getattr(model, n, None))), None)
+    candidate = next((n for n in CANDIDATE_TOWERS if callable(getattr(model, n, None))), None)
+    return (query, candidate) if query is not None and candidate is not None else None
 
 
 def _structure(spec, keys: Sequence[str], argument: str):
@@ -687,12 +673,12 @@ def retrieval_adapter(model, probe, *, query_model=None, candidate_model=None, q
         names = find_towers(model)
         if names is None:
             raise ValueError(f"{type(model).__name__} has no tower attributes among "
-                             f"{[n for pair in TOWER_NAMES for n in pair]}; pass query_model= and candidate_model=")
+                             f"{list(QUERY_TOWERS[:3] + CANDIDATE_TOWERS[:3])}; pass query_model= and candidate_model=")
         query_model, candidate_model = names
     qname = query_model if isinstance(query_model, str) else getattr(query_model, "name", "query_model")
     cname = candidate_model if isinstance(candidate_model, str) else getattr(candidate_model, "name", "candidate_model")
-    query = _resolve(model, query_model, "query_model")
-    candidate = _resolve(model, candidate_model, "candidate_model")
+    query = resolve_tower(model, query_model, QUERY_TOWERS, "query_model")
+    candidate = resolve_tower(model, candidate_model, CANDIDATE_TOWERS, "candidate_model")
     keys = tuple(probe)
     given = {"query_features": query_features, "candidate_features": candidate_features}
     structs = {k: _structure(v, keys, k) for k, v in given.items() if v is not None}
@@ -741,7 +727,7 @@ def auto_adapter(model, features: Mapping[str, Any] | None, *, output=None, quer
                         "dicts, or a FeatureAdapter")
     if _is_layer(model) and not _own_call(model):
         raise TypeError(f"{type(model).__name__} has no call() and no query/candidate towers among "
-                        f"{[n for pair in TOWER_NAMES for n in pair]}: give it embed(features) and score(embeddings) "
+                        f"{list(QUERY_TOWERS[:3] + CANDIDATE_TOWERS[:3])}: give it embed(features) and score(embeddings) "
                         "methods, pass query_model=/candidate_model= for a retrieval score, or pass a score function")
     name = type(model).__name__ if _is_layer(model) else getattr(model, "__name__", "the score function")
     fn = _call_fn(model)
