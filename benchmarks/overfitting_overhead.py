@@ -7,9 +7,10 @@ Adagrad(0.1)) over the MovieLens-100k train split:
 
 - ``plain``: the model, no callbacks;
 - ``monitor``: the same model with `OverfittingMonitor` at its defaults
-  (``probe_every_n_steps=100``, ``probe_size=256``): a held-out probe of 256 test
-  ratings and a probe of 256 train ratings, evaluated in one traced call every 100 steps
-  and at each epoch end, plus the epoch-end bookkeeping (no validation data);
+  (``probe_every_n_steps=None``: steps per epoch // 8, every 9 steps here;
+  ``probe_size=256``): a held-out probe of 256 test ratings and a probe of 256 train
+  ratings, evaluated in one traced call at that cadence and at each epoch end, plus the
+  epoch-end bookkeeping (no validation data);
 - ``probe``: `TwoTowerModel(embedding_probe=True)`, both embeddings wrapped in
   `EmbeddingProbe` (one scatter_add of ones per lookup), no callbacks;
 - ``probe_monitor``: both, so the monitor also computes the embedding statistics
@@ -62,7 +63,7 @@ def default_data_dir() -> str:
     return env if env else str(C.REPO_ROOT.parent / "shared" / "data" / "movielens-100k")
 
 
-def build(variant: str, ml, log_root: str, probe_every_n_steps: int):
+def build(variant: str, ml, log_root: str, probe_every_n_steps: int | None):
     tf.keras.utils.set_random_seed(SEED)
     model = models.TwoTowerModel(ml.users["user_id"], ml.items["item_id"], embedding_dim=32,
                                  embedding_probe=variant.startswith("probe"))
@@ -116,7 +117,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="timed fits per variant, interleaved (default 5)")
     p.add_argument("--epochs", type=int, default=2, help="epochs per timed fit (default 2)")
     p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--probe-every-n-steps", type=int, default=100, help="the monitor's cadence (default: its default)")
+    p.add_argument("--probe-every-n-steps", type=int, default=None,
+                   help="the monitor's cadence (default: the monitor's own, from the steps per epoch)")
     p.add_argument("--profile-rounds", type=int, default=300,
                    help="interleaved single-step rounds of the in-graph cost profile (0: skip; default 300)")
     p.add_argument("--json", metavar="PATH", help="also write all samples as JSON")
@@ -148,6 +150,7 @@ def main(argv=None) -> int:
                 samples[v]["step"].append(C.median(timer.step_durations()))
                 C.log(f"  repeat {r + 1} {v:<14} {samples[v]['wall'][-1]:.2f} s")
         readings = len(runners["monitor"][1][0].readings)
+        cadence = runners["monitor"][1][0].probe_every_n_steps
         if args.profile_rounds:
             runners["plain_copy"] = build("plain", ml, log_root, args.probe_every_n_steps)  # A/A control
             profile = profile_steps(runners, ds, args.profile_rounds)
@@ -172,7 +175,8 @@ def main(argv=None) -> int:
     print(f"machine: {m['cpus_usable']} CPU cores ({m['cpu_model']}), TensorFlow {m.get('tensorflow')}; load average "
           f"{meta['loadavg_start']} -> {meta['loadavg_end']}; total {meta['total_seconds']:.0f} s")
     print(f"MovieLens-100k train split, TwoTowerModel dim 32, batch {args.batch_size}, {steps} steps per fit, "
-          f"{args.repeats} interleaved repetitions; the monitor took {readings} probe readings in all\n")
+          f"{args.repeats} interleaved repetitions; the monitor probed every {cadence} steps, "
+          f"{readings} probe readings in the last fit\n")
     rows = [[v, C.fmt(r["median_wall"]), C.fmt(r["x_plain_median"], 3, "x"), C.fmt(r["min_wall"]),
              C.fmt(r["x_plain_min"], 3, "x"), C.fmt(r["median_step_ms"], 2), C.fmt(r["x_plain_step"], 3, "x"),
              C.fmt(r["spread"] * 100, 0)] for v, r in res.items()]
@@ -195,8 +199,7 @@ def main(argv=None) -> int:
               f"(x{profile['plain_copy_ms'] / profile['plain_ms']:.3f}, per-round x{profile['aa_ratio_median']:.3f}): "
               "differences of that size are noise")
         print(f"- one probe reading of the monitor (host call + two 256-example losses): {profile['reading_ms']:.2f} ms "
-              f"= {profile['reading_ms'] / args.probe_every_n_steps:.3f} ms per step at probe_every_n_steps="
-              f"{args.probe_every_n_steps}")
+              f"= {profile['reading_ms'] / cadence:.3f} ms per step at probe_every_n_steps={cadence}")
         print(f"- epoch-end work of the monitor: {profile['epoch_end_ms']:.1f} ms without EmbeddingProbe, "
               f"{profile['epoch_end_probe_ms']:.1f} ms with it (both tables' norms, sampled spectrum, buckets)")
     if args.json:

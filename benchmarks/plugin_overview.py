@@ -41,7 +41,7 @@ def write_logs(logdir: str, steps: int, variables: int, every: int, evaluations:
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
     from tensorboard.util import tensor_util
 
-    from tfrs_diag import schema as S
+    from tfrs_diag.summary import schema as S
 
     rng = np.random.default_rng(0)
     scalar_meta = scalar_md.create_summary_metadata(display_name=None, description=None)
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
 
     from werkzeug.test import Client
 
-    from tfrs_diag.tensorboard import plugin as P
+    from tfrs_diag.views.tensorboard import plugin as P
 
     results = []
     with tempfile.TemporaryDirectory(prefix="tfrs_diag_plugin_bench_") as logdir:

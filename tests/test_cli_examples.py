@@ -12,7 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from tfrs_diag import cli, recipes, report
+from tfrs_diag import cli, recipes
+from tfrs_diag.views import report
 from tfrs_diag.summary import RunData, read_run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

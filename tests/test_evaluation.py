@@ -235,15 +235,15 @@ def test_factorized_metrics_in_a_retrieval_task_agree_with_factorized_top_k(data
 
 
 def test_positives_in_search_order_give_the_same_hits_without_the_sort():
-    from tfrs_diag.evaluation import _in_search_order, _padded
+    from tfrs_diag.evaluation.queries import in_search_order, padded
     from tfrs_diag.metrics import TopKBatch
 
     rng = np.random.default_rng(3)
     rows = [np.append(rng.choice(50, size=n, replace=False), [-2] * (n % 2)).astype(np.int32)
             for n in rng.integers(1, 12, size=30)]
     top = tf.constant(np.stack([rng.choice(50, size=10, replace=False) for _ in rows]).astype(np.int32))
-    unsorted = tf.constant(_padded(rows))
-    ordered = tf.constant(_padded([_in_search_order(r) for r in rows]))
+    unsorted = tf.constant(padded(rows))
+    ordered = tf.constant(padded([in_search_order(r) for r in rows]))
     ordered_np = ordered.numpy()
     valid = np.where(ordered_np >= 0, ordered_np, np.iinfo(np.int32).max)
     assert (np.diff(valid, axis=1) >= 0).all()  # ascending, missing and pads last

@@ -12,7 +12,7 @@ import pytest
 
 from tfrs_diag import datasets, models
 from tfrs_diag.explain import Shapley
-from tfrs_diag.explain.adapters import FeatureCodec
+from tfrs_diag.explain.embedding_space import FeatureCodec
 
 shap = pytest.importorskip("shap")
 

@@ -431,7 +431,7 @@ def test_default_cadence_gives_at_least_8_readings_per_epoch_within_the_budget(t
     # At least 8 readings per epoch, except that a reading is never more often than every
     # 4 steps (the host-side cost budget): a 12-step epoch gets 3.
     assert len(first_epoch) == (8 if steps_per_epoch == 78 else 3)
-    from tfrs_diag.callbacks.gradients import default_every_n_steps
+    from tfrs_diag.callbacks.cadence import default_every_n_steps
     assert default_every_n_steps(5000) == 100 and default_every_n_steps(78, steps_per_execution=4) == 12
 
 

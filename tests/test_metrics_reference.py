@@ -27,7 +27,7 @@ import pytest
 import tensorflow as tf
 
 import metrics_reference as ref
-from tfrs_diag.evaluation import _in_search_order
+from tfrs_diag.evaluation.queries import in_search_order
 from tfrs_diag.metrics import (ItemDiversity, ItemExposure, PopularityBias, RankingAccuracy, TopKBatch,
                                UserGroupAccuracy, metric_families)
 
@@ -518,7 +518,7 @@ def factory_families(case: Case) -> dict:
 
 def test_two_family_sets_in_one_trace_each_see_only_their_own_batch():
     case_a = random_case(0)
-    case_a.positives = np.stack([_in_search_order(row) for row in case_a.positives])
+    case_a.positives = np.stack([in_search_order(row) for row in case_a.positives])
     # The same top-K tensor and same-shaped positives and groups: only the batch tells them apart.
     case_b = dataclasses.replace(case_a, positives=random_case(0).positives[::-1].copy(),
                                  user_group=case_a.user_group[::-1].copy())

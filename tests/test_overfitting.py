@@ -279,18 +279,18 @@ def test_underfitting_compares_with_a_mean_predictor_not_only_the_untrained_mode
 
 
 def test_probe_data_may_be_arrays_or_a_batched_or_unbatched_dataset():
-    from tfrs_diag.callbacks.overfitting import _take_examples
+    from tfrs_diag.callbacks._data import take_examples
 
     features = {"user_id": np.array([f"u{i}" for i in range(50)]), "item_index": np.arange(50)}
-    want = _take_examples(features, 16, "probe_data")
+    want = take_examples(features, 16, "probe_data")
     ds = tf.data.Dataset.from_tensor_slices(features)
     for data in (ds, ds.batch(7)):
-        got = _take_examples(data, 16, "probe_data")
+        got = take_examples(data, 16, "probe_data")
         for k in features:
             np.testing.assert_array_equal(got[k].numpy(), want[k].numpy())
     assert want["item_index"].shape == (16,)
     with pytest.raises(ValueError, match="same number of rows"):
-        _take_examples({"a": np.arange(3), "b": np.arange(4)}, 16, "probe_data")
+        take_examples({"a": np.arange(3), "b": np.arange(4)}, 16, "probe_data")
 
 
 def _feed(monitor, epochs):
@@ -351,7 +351,7 @@ def test_one_instance_serves_two_fits_like_early_stopping(tmp_path):
 
 
 def test_default_probe_cadence_follows_the_steps_per_epoch_and_an_explicit_one_is_kept(tmp_path):
-    from tfrs_diag.callbacks.overfitting import default_probe_every
+    from tfrs_diag.callbacks.cadence import default_probe_every
 
     assert default_probe_every(78) == 9 and default_probe_every(3) == 1 and default_probe_every(None) == 100
     x, y = _regression(n=1280)

@@ -8,7 +8,7 @@ import pytest
 from werkzeug.test import Client
 
 from tfrs_diag import summary
-from tfrs_diag.tensorboard import plugin as P
+from tfrs_diag.views.tensorboard import plugin as P
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 

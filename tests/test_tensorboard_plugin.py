@@ -20,9 +20,11 @@ import numpy as np
 import pytest
 from werkzeug.test import Client
 
-from tfrs_diag import cli, recipes, schema, summary
+from tfrs_diag import cli, recipes, summary
+from tfrs_diag.summary import schema
 from tfrs_diag.metrics.fairness import lorenz_curve
-from tfrs_diag.tensorboard import plugin as P
+from tfrs_diag.views.tensorboard import plugin as P
+from tfrs_diag.views.tensorboard import reader as R, series as S
 
 ROUTE = "/data/plugin/tfrs_diag/"
 INDEX_JS = os.path.join(os.path.dirname(P.__file__), "static", "index.js")
@@ -120,23 +122,23 @@ def test_downsample_keeps_spikes_nonfinite_and_ends_within_budget():
     pts = [(i, float(v)) for i, v in enumerate(rng.normal(size=100_000))]
     pts[77_777] = (77_777, 1e6)
     pts[12_345] = (12_345, float("nan"))
-    small = P.downsample(pts, 1000)
+    small = S.downsample(pts, 1000)
     assert len(small) <= 1000
     assert (77_777, 1e6) in small and small[0] == pts[0] and small[-1] == pts[-1]
     assert any(s == 12_345 and math.isnan(v) for s, v in small)
     assert [s for s, _ in small] == sorted(s for s, _ in small)
     assert min(v for _, v in small if math.isfinite(v)) == min(v for _, v in pts if math.isfinite(v))
-    assert P.downsample(pts[:10], 1000) == pts[:10]
+    assert S.downsample(pts[:10], 1000) == pts[:10]
     many_nan = [(i, float("nan") if i % 3 else float(i)) for i in range(500)]
     for budget in (2, 3, 7, 10, 101):
-        small = P.downsample(many_nan, budget)
+        small = S.downsample(many_nan, budget)
         assert len(small) <= budget and small[0] == many_nan[0] and small[-1] == many_nan[-1]
 
 
 def test_heatmap_takes_the_largest_reading_per_bin_and_marks_nonfinite():
     series = {"b": [(s, 1.0) for s in range(100)], "a": [(s, float(s)) for s in range(100)]}
     series["b"][42] = (42, float("inf"))
-    hm = P.heatmap(series, columns=10)
+    hm = S.heatmap(series, columns=10)
     assert hm["rows"] == ["a", "b"] and len(hm["bins"]) == 10
     assert hm["bins"][0][0] == 0 and hm["bins"][-1][1] == 99
     assert hm["values"][0][-1] == 99.0  # the largest of steps 90..99
@@ -216,7 +218,7 @@ def test_overview_of_the_evaluation_run_has_alerts_tables_and_lorenz_curves(clie
         assert 1 - 2 * np.trapezoid(y, x) == pytest.approx(gini_scalar, abs=0.02)
     # Scalars of the evaluation families, not per-variable gradients.
     assert "tfrs_diag/div/coverage_at_10" in body["scalars"]
-    assert all(not t.startswith(P.PER_VARIABLE_PREFIXES) for t in body["scalars"])
+    assert all(not t.startswith(schema.PER_VARIABLE_PREFIXES) for t in body["scalars"])
 
 
 def test_overview_gradient_heatmap_names_layers_and_marks_the_nan(client, logdir):
@@ -360,7 +362,7 @@ def test_front_end_spells_no_tag_and_asks_only_for_names_the_schema_has():
 def test_plugin_tag_names_come_from_the_schema():
     source = open(P.__file__, encoding="utf-8").read()
     assert not re.search(r"[\"']tfrs_diag/", source)
-    assert P.PER_VARIABLE_PREFIXES == schema.PER_VARIABLE_PREFIXES
+    assert schema.PER_VARIABLE_PREFIXES == schema.PER_VARIABLE_PREFIXES
 
 
 # ---------------------------------------------------------------- tfrs-diag report
@@ -495,7 +497,7 @@ def test_file_checks_follow_a_growing_file(tmp_path):
     (path,) = glob.glob(str(tmp_path / "train" / "events.out.tfevents.*"))
     with open(path, "rb") as f:
         records = f.read()
-    checks = P.EventFileChecks(str(tmp_path))
+    checks = R.EventFileChecks(str(tmp_path))
     assert checks.skipped() == []
     n = checks._scans[path][1].records
     with open(path, "ab") as f:

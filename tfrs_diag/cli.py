@@ -9,7 +9,7 @@ Usage::
 ``demo`` trains the two-tower retrieval model of ``examples/movielens_retrieval.py``
 with every diagnostic tfrs_diag has, prints what they found and the ``tensorboard``
 command that shows the logs. The training is `tfrs_diag.recipes`'s, the text
-`tfrs_diag.report`'s.
+`tfrs_diag.views.report`'s.
 
 Adding a subcommand (``report LOGDIR``, ``explain``): write ``_<name>_arguments(parser)``
 and ``cmd_<name>(args) -> int`` and add one `Command` entry to `COMMANDS`. A handler
@@ -75,7 +75,8 @@ def _new_run_dir(logdir: str, prefix: str = "demo") -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Trains the retrieval example with every diagnostic and prints what they found."""
-    from tfrs_diag import recipes, report
+    from tfrs_diag import recipes
+    from tfrs_diag.views import report
 
     check_data_args(args.data_dir, args.num_interactions)
     demo = recipes.run_demo(_new_run_dir(args.logdir), data_dir=args.data_dir, num_interactions=args.num_interactions,
@@ -94,7 +95,7 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Prints the alerts and tables of every run under LOGDIR (what the TensorBoard plugin shows)."""
-    from tfrs_diag import report
+    from tfrs_diag.views import report
 
     try:
         lines, alerts = report.report_lines(args.logdir)
@@ -136,7 +137,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     """Trains the demo ranking model and prints the attributions of a few test examples."""
     import tempfile
 
-    from tfrs_diag import recipes, report
+    from tfrs_diag import recipes
+    from tfrs_diag.views import report
 
     check_data_args(args.data_dir, args.num_interactions)
     with tempfile.TemporaryDirectory() as scratch:

@@ -339,7 +339,7 @@ class DemoResult:
     training: TrainResult
     hit_rate: float
     run_dir: str
-    train_run: Any  # tfrs_diag.schema.RunData of <run_dir>/train
+    train_run: Any  # tfrs_diag.summary.events.RunData of <run_dir>/train
     alerts: list[dict]  # of the train and validation runs, as read back
 
     @property
@@ -355,7 +355,7 @@ def run_demo(run_dir: str, *, data_dir: str | None = None, num_interactions: int
 
     ``say`` gets one progress line per stage ("[1/4] loading data ...").
     """
-    from tfrs_diag import schema
+    from tfrs_diag.summary import events
 
     say(f"[1/4] loading data ({'MovieLens-100k from ' + data_dir if data_dir else 'synthetic'})")
     data = load_data(data_dir, num_interactions=num_interactions, seed=seed)
@@ -367,9 +367,9 @@ def run_demo(run_dir: str, *, data_dir: str | None = None, num_interactions: int
     hit_rate = retrieval_hit_rate(training.model, data)
     train_dir = os.path.join(os.path.abspath(run_dir), "train")
     say(f"[4/4] reading back the logs written to {train_dir}")
-    train_run = schema.read_run(train_dir)
+    train_run = events.read_run(train_dir)
     validation_dir = os.path.join(os.path.abspath(run_dir), "validation")
-    alerts = train_run.alerts() + (schema.read_run(validation_dir).alerts() if os.path.isdir(validation_dir) else [])
+    alerts = train_run.alerts() + (events.read_run(validation_dir).alerts() if os.path.isdir(validation_dir) else [])
     return DemoResult(data, training, hit_rate, run_dir, train_run, alerts)
 
 

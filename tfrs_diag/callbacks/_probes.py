@@ -14,23 +14,6 @@ from typing import Any
 from tfrs_diag._keras import tf
 from tfrs_diag.layers.embedding_probe import counting_paused
 
-READINGS_PER_EPOCH = 8  # the default cadence aims for at least this many probe readings per epoch
-_FALLBACK_EVERY = 100  # until the first epoch's length is known (a dataset of unknown cardinality)
-
-
-def default_probe_every(steps_per_epoch: int | None) -> int:
-    """The default cadence: at least `READINGS_PER_EPOCH` readings per epoch (plus the epoch end).
-
-    Deterministic (no timing): a fixed number of readings per epoch bounds the probes'
-    cost to 2 x 9 x probe size forward passes per epoch, whatever the epoch's length.
-
-    >>> default_probe_every(78), default_probe_every(5), default_probe_every(None)
-    (9, 1, 100)
-    """
-    if not steps_per_epoch:
-        return _FALLBACK_EVERY
-    return max(1, int(steps_per_epoch) // READINGS_PER_EPOCH)
-
 
 # Feature names a TFRS ranking model's label is looked for under (after ``model.label_key``).
 LABEL_KEYS = ("rating", "user_rating", "label", "labels", "click", "clicked", "target", "y")

@@ -6,10 +6,10 @@ import time
 from typing import Mapping, Sequence
 
 from tfrs_diag import detectors as D
-from tfrs_diag import schema
+from tfrs_diag.summary import schema
 from tfrs_diag import summary as S
 from tfrs_diag._keras import tf
-from tfrs_diag._model_checks import check_xla_compatible
+from tfrs_diag.capture.checks import check_xla_compatible
 from tfrs_diag.evaluation import EvaluationResult, TopKEvaluator
 from tfrs_diag.metrics.composite import CompositeScore
 

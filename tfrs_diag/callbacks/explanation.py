@@ -8,7 +8,7 @@ import numpy as np
 
 from tfrs_diag import summary as S
 from tfrs_diag._keras import tf
-from tfrs_diag._model_checks import check_xla_compatible
+from tfrs_diag.capture.checks import check_xla_compatible
 
 
 class ExplanationCallback(tf.keras.callbacks.Callback):

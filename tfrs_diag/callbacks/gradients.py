@@ -16,8 +16,9 @@ import numpy as np
 
 from tfrs_diag import summary as S
 from tfrs_diag._keras import tf
-from tfrs_diag._model_checks import check_xla_compatible
+from tfrs_diag.callbacks.cadence import MAX_EVERY_N_STEPS, default_every_n_steps, steps_per_execution
 from tfrs_diag.capture import EMBEDDING_COLUMNS, SNAPSHOT_COLUMNS, GradientCapture
+from tfrs_diag.capture.checks import check_xla_compatible
 from tfrs_diag.detectors import (ExplodingGradients, NonFiniteGradients, NonFinitePause, VanishingGradients,
                                  apply_findings)
 from tfrs_diag.detectors.gradients import layer_norms
@@ -26,35 +27,6 @@ from tfrs_diag.stats.gradients import ROW_NORM_LOG10_EDGES
 _ON_NONFINITE = ("alert", "stop", "raise")
 _KINDS = ("nonfinite_gradients", "exploding_gradients", "vanishing_gradients")
 _logger = logging.getLogger("tfrs_diag")
-
-#: Default cadence when the steps per epoch are known: at least this many readings per epoch...
-READINGS_PER_EPOCH = 8
-#: ...but never more often than every this many steps (a reading costs ~5 ms of host work,
-#: see docs/benchmarks.md: at most ~1.3 ms per step) ...
-MIN_EVERY_N_STEPS = 4
-#: ...nor less often than this (the cadence when the epoch length is unknown).
-MAX_EVERY_N_STEPS = 100
-
-
-def default_every_n_steps(steps_per_epoch: int | None, steps_per_execution: int = 1) -> int:
-    """The cadence `GradientStatistics` uses when ``every_n_steps`` is None.
-
-    ``steps_per_epoch // 8`` clamped to [4, 100] (100 when the epoch length is unknown),
-    rounded up to a multiple of ``steps_per_execution`` (statistics are read between
-    executions).
-
-    >>> default_every_n_steps(78), default_every_n_steps(94), default_every_n_steps(20), default_every_n_steps(5000)
-    (9, 11, 4, 100)
-    >>> default_every_n_steps(None), default_every_n_steps(78, steps_per_execution=4)
-    (100, 12)
-    """
-    if steps_per_epoch is None or steps_per_epoch <= 0:
-        n = MAX_EVERY_N_STEPS
-    else:
-        n = min(MAX_EVERY_N_STEPS, max(MIN_EVERY_N_STEPS, int(steps_per_epoch) // READINGS_PER_EPOCH))
-    spe = max(1, int(steps_per_execution))
-    return -(-n // spe) * spe
-
 
 class NonFiniteGradientError(FloatingPointError):
     """Raised by ``GradientStatistics(on_nonfinite="raise")``; names variables and step."""
@@ -173,7 +145,7 @@ class GradientStatistics(tf.keras.callbacks.Callback):
             raise RuntimeError(
                 "GradientStatistics needs a compiled model: call model.compile(optimizer=...) before fit().")
         check_xla_compatible(model, "GradientStatistics")
-        spe = _steps_per_execution(model)
+        spe = steps_per_execution(model)
         if not self._explicit_every_n_steps:
             steps = (self.params or {}).get("steps")
             self.every_n_steps = self.capture.every_n_steps = default_every_n_steps(steps, spe)
@@ -214,7 +186,7 @@ class GradientStatistics(tf.keras.callbacks.Callback):
                 self._next_read = -(-step // self.every_n_steps) * self.every_n_steps
                 # Anything recorded at or before the fit's first step is from an earlier fit.
                 self._read_step = self._written_snapshot = self._written_histogram = (
-                    step - _steps_per_execution(self.model))
+                    step - steps_per_execution(self.model))
                 # The detectors start afresh: alerts of the last fit still firing are closed
                 # at its end, so they can fire again in this one.
                 for kind, subject in [k for k in self.alert_log.active if k[0] in _KINDS]:
@@ -258,7 +230,7 @@ class GradientStatistics(tf.keras.callbacks.Callback):
             variables = tuple(id(v) for v in model.trainable_variables)
         except ValueError:  # an unbuilt Sequential tower: its weights come with the first step
             variables = None
-        return (id(model), id(model.optimizer), _steps_per_execution(model),
+        return (id(model), id(model.optimizer), steps_per_execution(model),
                 bool(getattr(model, "_jit_compile", False)), variables, self.capture.every_n_steps)
 
     def _finish(self):
@@ -401,14 +373,3 @@ class GradientStatistics(tf.keras.callbacks.Callback):
             print(message, flush=True)
         else:
             _logger.warning("%s", message)
-
-
-
-def _steps_per_execution(model) -> int:
-    spe = getattr(model, "_steps_per_execution", None)
-    if spe is None:
-        return 1
-    try:
-        return int(spe.numpy()) if hasattr(spe, "numpy") else int(spe)
-    except Exception:  # pragma: no cover
-        return 1

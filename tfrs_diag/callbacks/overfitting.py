@@ -8,20 +8,20 @@ overfitting (`_restore.BestWeights`).
 
 from __future__ import annotations
 
-import collections.abc
 import logging
 import math
 from typing import Any, Iterable, Mapping
 
-import numpy as np
 
 from tfrs_diag import detectors as D
 from tfrs_diag import summary as S
 from tfrs_diag._keras import tf
-from tfrs_diag._model_checks import check_xla_compatible
+from tfrs_diag.capture.checks import check_xla_compatible
+from tfrs_diag.callbacks._data import check_rereadable, head, is_batched, num_examples, take_examples
 from tfrs_diag.callbacks._gradient_signals import gradients_nonfinite, stalled_layers
-from tfrs_diag.callbacks._probes import ProbeRunner, default_probe_every  # noqa: F401 (re-exported)
-from tfrs_diag.callbacks._restore import BestWeights, restorable_variables  # noqa: F401 (re-exported)
+from tfrs_diag.callbacks._probes import ProbeRunner
+from tfrs_diag.callbacks.cadence import default_probe_every
+from tfrs_diag.callbacks._restore import BestWeights
 from tfrs_diag.callbacks._tables import TableReader
 from tfrs_diag.stats import trends as T
 
@@ -138,7 +138,7 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         # Probe examples: checked (and an empty one rejected) here, made tensors once.
         for name, value in (("validation_data", validation_data), ("probe_data", probe_data),
                             ("train_probe_data", train_probe_data)):
-            _check_rereadable(value, name)
+            check_rereadable(value, name)
         if isinstance(validation_data, tf.data.Dataset) and \
                 validation_data.cardinality() == tf.data.INFINITE_CARDINALITY:
             raise ValueError(
@@ -148,12 +148,12 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
             probe_data, self._heldout_from = validation_data, "validation_data"
         else:
             self._heldout_from = "probe_data"
-        heldout = _take_examples(probe_data, probe_size, self._heldout_from)
-        seen = _take_examples(train_probe_data, probe_size, "train_probe_data")
+        heldout = take_examples(probe_data, probe_size, self._heldout_from)
+        seen = take_examples(train_probe_data, probe_size, "train_probe_data")
         if heldout is not None and seen is not None:
-            n = min(_num_examples(heldout), _num_examples(seen))
-            heldout, seen = _head(heldout, n), _head(seen, n)
-        size = _num_examples(heldout if heldout is not None else seen) if heldout is not None or seen is not None \
+            n = min(num_examples(heldout), num_examples(seen))
+            heldout, seen = head(heldout, n), head(seen, n)
+        size = num_examples(heldout if heldout is not None else seen) if heldout is not None or seen is not None \
             else probe_size
         self.probes = ProbeRunner(heldout, seen, size)
         self.tables = TableReader(embedding_sample_rows, num_popularity_buckets, seed)
@@ -368,7 +368,7 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
             x, y, sw = tf.keras.utils.unpack_x_y_sample_weight(tuple(data))
             results = self.model.evaluate(x, y, sample_weight=sw, verbose=0, return_dict=True)
         else:
-            if isinstance(data, tf.data.Dataset) and not _is_batched(data.element_spec):
+            if isinstance(data, tf.data.Dataset) and not is_batched(data.element_spec):
                 data = data.batch(_EVALUATE_BATCH_SIZE)  # one example per element: batched as for arrays
             results = self.model.evaluate(data, verbose=0, return_dict=True)
         for k, v in results.items():
@@ -456,70 +456,3 @@ def _is_tfrs_model(model) -> bool:
     except ImportError:  # pragma: no cover
         return False
     return isinstance(model, tfrs.models.Model)
-
-
-def _leaves(x) -> list:
-    return tf.nest.flatten(x)
-
-
-def _num_examples(example) -> int:
-    return int(_leaves(example)[0].shape[0])
-
-
-def _head(example, n: int):
-    return tf.nest.map_structure(lambda t: t[:n], example)
-
-
-def _is_batched(element_spec) -> bool:
-    """Whether a dataset's elements are batches: every component has a leading axis, of one size.
-
-    Static sizes count too: ``batch(n, drop_remainder=True)`` (what TPUs need) gives
-    ``[n, ...]`` shapes, not ``[None, ...]``. A scalar component means one example per
-    element. Unbatched elements whose every component is a vector of one length look
-    like batches; such data should be passed batched.
-    """
-    shapes = [s.shape for s in tf.nest.flatten(element_spec) if hasattr(s, "shape")]
-    if not shapes or any(sh.rank is None or sh.rank == 0 for sh in shapes):
-        return False
-    return len({sh[0] for sh in shapes} - {None}) <= 1
-
-
-def _check_rereadable(data, argument: str) -> None:
-    """Rejects data that can be read only once (a generator, an iterator).
-
-    ``validation_data`` is evaluated at every epoch end; a probe would take its first
-    examples out of a stream that may also feed `fit`, and its items may be examples or
-    batches. A `tf.data.Dataset` (also one made with ``from_generator``) is re-readable.
-    """
-    if data is None or isinstance(data, (tf.data.Dataset, Mapping, tuple, list, np.ndarray, tf.Tensor)):
-        return
-    if isinstance(data, (collections.abc.Iterator, tf.data.Iterator)):
-        when = "at every epoch end" if argument == "validation_data" else "and would consume it"
-        raise ValueError(
-            f"{argument} is a {type(data).__name__}, which can be read only once, and the monitor reads it {when}. "
-            "Pass arrays (a feature dict or an (x, y) tuple) or a tf.data.Dataset, e.g. "
-            "tf.data.Dataset.from_generator(make_generator, output_signature=...), which re-runs the generator.")
-
-
-def _take_examples(data, size: int, argument: str):
-    """The first ``size`` examples of ``data`` as a structure of tensors (one batch)."""
-    if data is None:
-        return None
-    if isinstance(data, tf.data.Dataset):
-        ds = data.unbatch() if _is_batched(data.element_spec) else data
-        example = next(iter(ds.take(size).batch(size)), None)
-    else:
-        if isinstance(data, list):
-            data = tuple(data)
-        try:
-            example = tf.nest.map_structure(lambda a: tf.convert_to_tensor(a)[:size], data)
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"{argument} must be a feature dict, an (x, y) tuple of arrays or a tf.data.Dataset; "
-                             f"converting it to tensors failed: {e}") from None
-    if example is None or not _leaves(example) or _num_examples(example) == 0:
-        raise ValueError(f"{argument} holds no examples; pass at least 2 examples (e.g. the first few hundred "
-                         "rows of the test split), or leave it out (None).")
-    sizes = {int(t.shape[0]) for t in _leaves(example)}
-    if len(sizes) != 1:
-        raise ValueError(f"all arrays of {argument} must have the same number of rows, got {sorted(sizes)}")
-    return example

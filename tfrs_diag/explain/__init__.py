@@ -22,9 +22,7 @@ Not run here: these lines need your compiled model and data (tests/test_conforma
 from tfrs_diag.explain._core import Explainer
 from tfrs_diag.explain.adapters import (
     BASELINES,
-    EmbeddingSpace,
     FeatureAdapter,
-    FeatureCodec,
     RankingAdapter,
     RetrievalAdapter,
     TowerAdapter,
@@ -33,6 +31,7 @@ from tfrs_diag.explain.adapters import (
 )
 from tfrs_diag.explain.attribution import Attribution
 from tfrs_diag.explain.discovery import AutoAdapter, InputSpaceAdapter
+from tfrs_diag.explain.embedding_space import EmbeddingSpace, FeatureCodec
 from tfrs_diag.explain.integrated_gradients import IntegratedGradients
 from tfrs_diag.explain.lime import LimeSurrogate
 from tfrs_diag.explain.occlusion import Occlusion

@@ -17,7 +17,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from tfrs_diag._keras import tf
-from tfrs_diag.explain.adapters import BASELINES, EmbeddingSpace, as_adapter
+from tfrs_diag.explain.adapters import BASELINES, as_adapter
+from tfrs_diag.explain.embedding_space import EmbeddingSpace
 
 #: Default bound on the rows (examples x coalitions x baseline rows) of one call.
 MAX_BATCH_ROWS = 1 << 16

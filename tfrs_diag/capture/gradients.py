@@ -33,129 +33,18 @@ Not run here: these lines need your compiled model and data (tests/test_conforma
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from tfrs_diag._graph import rare_cond
 from tfrs_diag._keras import tf
+from tfrs_diag.capture import snapshots
+from tfrs_diag.capture.state import EMPTY, SCOPE, CaptureState
+from tfrs_diag.capture.variables import TrackedVariable, track
 from tfrs_diag.stats import gradients as G
-
-# Columns of the per-variable snapshot matrix.
-SNAPSHOT_COLUMNS = ("norm", "max_abs", "zero_fraction", "weight_norm", "update_ratio")
-# Columns of the per-embedding-table snapshot matrix.
-EMBEDDING_COLUMNS = ("unique_rows", "batch_rows", "row_grad_norm_mean", "row_grad_norm_max", "row_update_ratio")
-
-_SCOPE = "tfrs_diag_capture"
-# An empty slot of the exploding window: above any log10 norm (those are capped at 39).
-_EMPTY = 1e30
-
-
-@dataclasses.dataclass(frozen=True)
-class TrackedVariable:
-    """Static facts about one variable the capture watches."""
-
-    index: int
-    name: str  # readable path, e.g. "user_model/embedding/embeddings"
-    layer: str  # owning layer path, e.g. "user_model/embedding"
-    shape: tuple[int, ...]
-    sparse: bool  # gradient arrives as IndexedSlices
-    sparse_index: int  # position among sparse variables, -1 for dense
-    update_ratio: bool  # a previous-value copy is kept for ||dw||/||w||
-
-
-def variable_names(model) -> dict[int, tuple[str, str]]:
-    """Maps ``id(variable)`` to (readable variable path, owning layer path).
-
-    Keras 2 variable names drop their parents ("embedding/embeddings:0"), which makes
-    the two towers of a retrieval model hard to tell apart; layer paths do not.
-    """
-    names: dict[int, tuple[str, str]] = {}
-
-    def visit(layer, prefix: str, seen: set[int]):
-        if id(layer) in seen:
-            return
-        seen.add(id(layer))
-        for v in getattr(layer, "_trainable_weights", []) + getattr(layer, "_non_trainable_weights", []):
-            # Adapted lookups also track helper objects (VocabWeightHandler) here.
-            if id(v) not in names and isinstance(getattr(v, "name", None), str):
-                short = v.name.split(":")[0].split("/")[-1]
-                names[id(v)] = (f"{prefix}/{short}" if prefix else short, prefix or short)
-        children = []
-        if hasattr(layer, "_flatten_layers"):
-            children = list(layer._flatten_layers(include_self=False, recursive=False))
-        for child in children:
-            visit(child, f"{prefix}/{child.name}" if prefix else child.name, seen)
-
-    visit(model, "", set())
-    return names
-
-
-def _unique(names: Sequence[str]) -> list[str]:
-    out, counts = [], {}
-    for n in names:
-        k = counts.get(n, 0)
-        counts[n] = k + 1
-        out.append(n if k == 0 else f"{n}_{k + 1}")
-    return out
-
-
-def _ratio(update_norm, weight_norm):
-    """||dw|| / ||w||; NaN where the weights were all zero (a fresh bias): undefined."""
-    return tf.where(weight_norm > 0, update_norm / tf.maximum(weight_norm, 1e-30), float("nan"))
-
-
-class _State:
-    """The capture's tf.Variables (created once, on the first trace)."""
-
-    def __init__(self, tracked: list[TrackedVariable], cfg: "GradientCapture", num_replicas: int, weights):
-        v_count = len(tracked)
-        e_count = sum(t.sparse for t in tracked)
-        # ON_READ: each replica writes its own copy with no cross-replica sync (a
-        # mirrored write would need a merge_call, which tf.cond branches cannot hold).
-        # The values are computed from all-reduced gradients, so every copy is equal
-        # and the host reads the first one.
-        sync = dict(synchronization=tf.VariableSynchronization.ON_READ,
-                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-
-        def var(init, name, dtype=tf.float32):
-            return tf.Variable(tf.constant(init, dtype=dtype), trainable=False, name=name, **sync)
-
-        with tf.name_scope(_SCOPE):
-            # Starts at the optimizer's count (a resumed or second fit continues from it).
-            self.step = var(int(cfg._optimizer.iterations.numpy()), "step", tf.int64)
-            self.last_sumsq = var(np.zeros([v_count]), "last_sumsq")
-            self.nonfinite_first = var(np.full([v_count], -1), "nonfinite_first_step", tf.int64)
-            self.nonfinite_count = var(np.zeros([v_count]), "nonfinite_count", tf.int64)
-            self.nonfinite_last_step = var(-1, "nonfinite_last_step", tf.int64)
-            # log10 global norms of the last steps; empty slots hold a sentinel above any value.
-            self.log_norm_window = var(np.full([cfg.exploding_window], _EMPTY), "log_norm_window")
-            self.overflow_count = var(0, "loss_scale_overflow_steps", tf.int64)
-            self.exploding_first = var(np.full([v_count], -1), "exploding_first_step", tf.int64)
-            self.exploding_ratio = var(np.zeros([v_count]), "exploding_ratio")
-            self.exploding_share = var(np.zeros([v_count]), "exploding_share")
-            self.snap_step = var(-1, "snapshot_step", tf.int64)
-            self.snap = var(np.zeros([v_count, len(SNAPSHOT_COLUMNS)]), "snapshot")
-            self.emb = var(np.zeros([max(e_count, 1), len(EMBEDDING_COLUMNS)]), "embedding_snapshot")
-            self.emb_hist = var(np.zeros([max(e_count, 1), len(G.ROW_NORM_LOG10_EDGES) - 1]), "row_norm_hist")
-            self.hist_step = var(-1, "histogram_step", tf.int64)
-            self.hist = var(np.zeros([v_count, cfg.histogram_bins]), "histogram")
-            self.hist_range = var(np.zeros([v_count, 2]), "histogram_range")
-            self.prev = {}
-            for t, w in zip(tracked, weights):
-                if t.update_ratio and not t.sparse:
-                    # Starts as the weights before the first step; afterwards refreshed on
-                    # the step before each snapshot.
-                    self.prev[t.index] = tf.Variable(
-                        lambda w=w: tf.cast(w.read_value(), tf.float32), trainable=False, name=f"prev_{t.index}",
-                        **sync)
-            self.noise = None
-            if num_replicas > 1:
-                # [EMA of |G|^2 estimate, EMA of tr(Sigma) estimate, updates so far, last B_small]
-                self.noise = var(np.zeros([4]), "noise_scale")
 
 
 class GradientCapture:
@@ -203,7 +92,7 @@ class GradientCapture:
         self.update_ratio_max_elements = int(update_ratio_max_elements)
         self.noise_ema = float(noise_ema)
         self.tracked: list[TrackedVariable] | None = None
-        self.state: _State | None = None
+        self.state: CaptureState | None = None
         self.num_replicas = 1
         self._model = None
         self._optimizer = None
@@ -294,30 +183,6 @@ class GradientCapture:
 
     # ------------------------------------------------------------ in-graph
 
-    def _track(self, pairs, model) -> list[TrackedVariable]:
-        names = variable_names(model) if model is not None else {}
-        raw, layers = [], []
-        for g, v in pairs:
-            full, layer = names.get(id(v), (None, None))
-            if full is None:
-                # Distributed variables: the model holds the container, pairs may hold it too.
-                container = getattr(v, "_distributed_container", None)
-                if callable(container):
-                    full, layer = names.get(id(container()), (None, None))
-            if full is None:
-                full = v.name.split(":")[0]
-                layer = full.rsplit("/", 1)[0] if "/" in full else full
-            raw.append(full)
-            layers.append(layer)
-        tracked, e = [], 0
-        for i, ((g, v), name, layer) in enumerate(zip(pairs, _unique(raw), layers)):
-            sparse = isinstance(g, tf.IndexedSlices)
-            size = int(np.prod(v.shape)) if v.shape.is_fully_defined() else 1 << 62
-            tracked.append(TrackedVariable(i, name, layer, tuple(v.shape.as_list()), sparse, e if sparse else -1,
-                                           sparse or size <= self.update_ratio_max_elements))
-            e += sparse
-        return tracked
-
     def _apply(self, original_apply, grads_and_vars, args, kwargs):
         pairs_all = list(grads_and_vars)
         keep = [(g, v) for g, v in pairs_all if g is not None and v.dtype.is_floating]
@@ -343,15 +208,15 @@ class GradientCapture:
 
         with self._lock:
             if self.tracked is None:
-                self.tracked = self._track(keep, self._model)
+                self.tracked = track(keep, self._model, self.update_ratio_max_elements)
                 with tf.init_scope():
-                    self.state = _State(self.tracked, self, self.num_replicas, [v for _, v in keep])
+                    self.state = CaptureState(self.tracked, self, self.num_replicas, [v for _, v in keep])
         if len(keep) != len(self.tracked):
             raise RuntimeError(
                 f"The set of trained variables changed from {len(self.tracked)} to {len(keep)} between traces; "
                 "create a new GradientStatistics callback after changing which variables are trainable.")
 
-        with tf.name_scope(_SCOPE):
+        with tf.name_scope(SCOPE):
             grads = [g for g, _ in keep]
             variables = [v for _, v in keep]
             # The statistics have no Python control flow on tensors (tf.cond is explicit),
@@ -364,7 +229,7 @@ class GradientCapture:
         result = original_apply(pairs_all, *args, **kwargs)
         # Automatic control dependencies order `after` behind the optimizer's writes
         # to the same variables.
-        with tf.name_scope(_SCOPE):
+        with tf.name_scope(SCOPE):
             after()
         return result
 
@@ -384,7 +249,7 @@ class GradientCapture:
         """
         s, cfg = self.state, self
         tracked = self.tracked
-        norms = [self._sum_of_squares(g, v) for g, v in zip(grads, variables)]
+        norms = [snapshots.sum_of_squares(self, g, v) for g, v in zip(grads, variables)]
         sumsq = tf.stack([n[0] for n in norms])
         # The optimizer's step count after this step: a counter of our own, set to
         # `optimizer.iterations` when created and at each epoch's start (`sync_step`), so
@@ -401,7 +266,7 @@ class GradientCapture:
 
         # Exploding: the global log10 norm vs the median of the last `window` steps. A
         # non-finite step enters the window as the median itself, so it moves nothing;
-        # empty slots (_EMPTY) keep the median above any norm until the window is more
+        # empty slots (EMPTY) keep the median above any norm until the window is more
         # than half full.
         window = cfg.exploding_window
         log_norm = tf.minimum(tf.math.log(tf.maximum(total_sq, 1e-38)) * (0.5 / math.log(10.0)), 39.0)
@@ -415,7 +280,7 @@ class GradientCapture:
         def rare_step():
             finite = tf.stack([G.all_finite(g.values if isinstance(g, tf.IndexedSlices) else g) for g in grads])
             bad = tf.logical_not(finite)
-            overflow = self._expected_overflow()
+            overflow = snapshots.expected_overflow(self)
             if overflow is not None:
                 # A dynamic LossScaleOptimizer skips such steps and lowers its scale:
                 # expected, so counted apart. Once the scale is down to 1 they are real.
@@ -438,11 +303,11 @@ class GradientCapture:
         bad = rare_cond(rare, rare_step, lambda: tf.zeros([len(tracked)], tf.bool), lower=self._xla)
 
         if s.noise is not None and local_grads is not None:
-            self._record_noise(local_grads, sumsq)
+            snapshots.record_noise(self, local_grads, sumsq)
 
         new_grads = grads
         if cfg.sanitize_nonfinite:
-            new_grads = [self._zero_if(bad[i], g) for i, g in enumerate(grads)]
+            new_grads = [snapshots.zero_if(bad[i], g) for i, g in enumerate(grads)]
 
         def after():
             snapshot = tf.equal(step % cfg.every_n_steps, 0)
@@ -453,143 +318,15 @@ class GradientCapture:
 
             def after_branch():
                 dedup = [G.deduplicate_rows(g) if t.sparse else None for g, t in zip(grads, tracked)]
-                tf.cond(histogram, lambda: self._histograms(step, grads, dedup), lambda: tf.constant(False))
-                tf.cond(snapshot, lambda: self._snapshot(step, grads, dedup, variables, sumsq, touched),
+                tf.cond(histogram, lambda: snapshots.histograms(self, step, grads, dedup), lambda: tf.constant(False))
+                tf.cond(snapshot, lambda: snapshots.snapshot(self, step, grads, dedup, variables, sumsq, touched),
                         lambda: tf.constant(False))
-                tf.cond(prepare, self._keep_weights(variables), lambda: tf.constant(False))
+                tf.cond(prepare, snapshots.keep_weights(self, variables), lambda: tf.constant(False))
                 return tf.constant(True)
 
             rare_cond(snapshot | histogram | prepare, after_branch, lambda: tf.constant(False), lower=self._xla)
 
         return new_grads, after
-
-    def _keep_weights(self, variables):
-        def keep():
-            for i, prev in self.state.prev.items():
-                prev.assign(tf.cast(variables[i], tf.float32))
-            return tf.constant(True)
-
-        return keep
-
-    def _sum_of_squares(self, grad, variable):
-        """Squared norm of the (dense equivalent of the) gradient, duplicates summed.
-
-        For `IndexedSlices` also returns the touched rows before the update (ids,
-        validity mask, values) for the row update ratio of a snapshot.
-        """
-        if not isinstance(grad, tf.IndexedSlices):
-            return G.sum_of_squares(grad), None
-        if self._xla:
-            d = G.deduplicate_rows(grad)
-            return G.sum_of_squares(d), (d.indices, d.valid, tf.gather(variable, d.indices))
-        ids, summed = G.unique_rows(grad)
-        return G.sum_of_squares(summed), (ids, None, tf.gather(variable, ids))
-
-    def _snapshot(self, step, grads, dedup, variables, sumsq, touched):
-        s, tracked = self.state, self.tracked
-        grad_norms = tf.unstack(tf.sqrt(sumsq))
-        row_ratios, row_norms_now = {}, {}
-        for t, v, rows in zip(tracked, variables, touched):
-            if rows is None:
-                continue
-            ids, valid, before = rows
-            before = tf.cast(before, tf.float32)
-            now = tf.cast(tf.gather(v, ids), tf.float32)
-            if valid is not None:  # padded slots of the static-shape deduplication
-                mask = tf.reshape(tf.cast(valid, tf.float32), [-1] + [1] * (before.shape.rank - 1))
-                now, before = now * mask, before * mask
-            # ||dw|| / ||w|| over the rows this step touched, before the update.
-            row_ratios[t.index] = _ratio(G.l2_norm(now - before), G.l2_norm(before))
-            row_norms_now[t.index] = G.l2_norm(now)
-        cols = []
-        for t, g, d, v in zip(tracked, grads, dedup, variables):
-            vals = d.values if d is not None else g
-            if t.sparse:
-                # A dense read of a table after a sparse update copies the whole table
-                # (copy-on-read): embeddings report the touched rows' norm.
-                w_norm = row_norms_now[t.index]
-            else:
-                w = tf.cast(v, tf.float32)
-                w_norm = G.l2_norm(w)
-            if t.index in s.prev:
-                prev = s.prev[t.index]
-                ratio = _ratio(G.l2_norm(w - prev), G.l2_norm(prev))
-            elif t.sparse:
-                ratio = row_ratios[t.index]
-            else:
-                ratio = tf.constant(float("nan"))
-            cols.append(tf.stack([grad_norms[t.index], G.max_abs(vals),
-                                  G.zero_fraction(d if d is not None else g), w_norm, ratio]))
-        s.snap.assign(tf.stack(cols))
-        sparse = [t for t in tracked if t.sparse]
-        if sparse:
-            emb_rows, emb_hists = [], []
-            for t in sparse:
-                d = dedup[t.index]
-                norms = G.row_norms(d)
-                validf = tf.cast(d.valid, tf.float32)
-                n_unique = tf.cast(d.num_unique, tf.float32)
-                emb_rows.append(tf.stack([
-                    n_unique, tf.cast(tf.shape(grads[t.index].indices)[0], tf.float32),
-                    tf.reduce_sum(norms * validf) / tf.maximum(n_unique, 1.0),
-                    tf.reduce_max(norms * validf), row_ratios[t.index]]))
-                emb_hists.append(G.log10_histogram(norms, d.valid))
-            s.emb.assign(tf.stack(emb_rows))
-            s.emb_hist.assign(tf.stack(emb_hists))
-        s.snap_step.assign(step)
-        return tf.constant(True)
-
-    def _expected_overflow(self):
-        """True while a dynamic LossScaleOptimizer's scale is above 1 (None otherwise)."""
-        opt = self._optimizer
-        if not (getattr(opt, "dynamic", False) and hasattr(opt, "loss_scale")):
-            return None
-        return tf.convert_to_tensor(opt.loss_scale) > 1.0
-
-    @staticmethod
-    def _zero_if(flag, g):
-        if isinstance(g, tf.IndexedSlices):
-            return tf.IndexedSlices(tf.where(flag, tf.zeros_like(g.values), g.values), g.indices, g.dense_shape)
-        return tf.where(flag, tf.zeros_like(g), g)
-
-    def _histograms(self, step, grads, dedup):
-        s, bins = self.state, self.histogram_bins
-        counts, ranges = [], []
-        for g, d in zip(grads, dedup):
-            if d is not None:
-                values = d.values
-                weights = tf.broadcast_to(tf.reshape(tf.cast(d.valid, tf.float32),
-                                                     [-1] + [1] * (values.shape.rank - 1)), tf.shape(values))
-            else:
-                values, weights = tf.cast(g, tf.float32), None
-            flat = tf.reshape(values, [-1])
-            finite = tf.math.is_finite(flat)
-            big = tf.constant(3.0e38)
-            lo = tf.reduce_min(tf.where(finite, flat, big))
-            hi = tf.reduce_max(tf.where(finite, flat, -big))
-            lo, hi = tf.minimum(lo, hi), tf.maximum(lo, hi)
-            counts.append(G.histogram_counts(values, lo, hi, bins, weights))
-            ranges.append(tf.stack([lo, hi]))
-        s.hist.assign(tf.stack(counts))
-        s.hist_range.assign(tf.stack(ranges))
-        s.hist_step.assign(step)
-        return tf.constant(True)
-
-    def _record_noise(self, local_grads, big_sumsq):
-        s, r = self.state, self.num_replicas
-        local_sq = tf.add_n([G.sum_of_squares(g) for g in local_grads])
-        ctx = tf.distribute.get_replica_context()
-        mean_local_sq = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, local_sq)
-        small_sq = float(r * r) * mean_local_sq
-        big_sq = tf.reduce_sum(big_sumsq)
-        batch = getattr(self._tls, "batch_size", None)
-        b = tf.cast(batch, tf.float32) if batch is not None else tf.constant(1.0)
-        g2, trace = G.noise_scale_terms(small_sq, big_sq, b, r)
-        ok = tf.math.is_finite(g2) & tf.math.is_finite(trace)
-        beta = self.noise_ema
-        old = s.noise.read_value()
-        upd = tf.stack([beta * old[0] + (1 - beta) * g2, beta * old[1] + (1 - beta) * trace, old[2] + 1.0, b])
-        s.noise.assign(tf.where(ok, upd, old))
 
     # ------------------------------------------------------------ host side
 
@@ -643,7 +380,7 @@ class GradientCapture:
         if s is None:
             return
         v_count = len(self.tracked)
-        s.log_norm_window.assign(tf.fill([self.exploding_window], tf.constant(_EMPTY, tf.float32)))
+        s.log_norm_window.assign(tf.fill([self.exploding_window], tf.constant(EMPTY, tf.float32)))
         s.nonfinite_first.assign(tf.fill([v_count], tf.constant(-1, tf.int64)))
         s.nonfinite_count.assign(tf.zeros([v_count], tf.int64))
         s.nonfinite_last_step.assign(tf.constant(-1, tf.int64))

@@ -3,15 +3,15 @@
 ``report LOGDIR`` shows the plugin's alerts and tables as text, for servers without a
 browser and CI logs:
 
->>> from tfrs_diag import report
+>>> from tfrs_diag.views import report
 
 Not run here: these lines train a model or read a training run's log directory (tests/test_cli_examples.py runs them).
 >>> lines, alerts = report.report_lines("logs")  # doctest: +SKIP
 >>> print("\\n".join(lines))                      # doctest: +SKIP
 
 It reads every run (a directory holding event files) under LOGDIR with
-`tfrs_diag.schema.read_run` and prints, per run: its alerts (one line each,
-`tfrs_diag.schema.format_alert`), the latest per-user-group table with the gap,
+`tfrs_diag.summary.events.read_run` and prints, per run: its alerts (one line each,
+`tfrs_diag.summary.schema.format_alert`), the latest per-user-group table with the gap,
 item-group exposure and the exposure Gini, the latest diversity/accuracy/overfitting
 values, the gradient table, and the latest attribution table of the explainer; then,
 once, the event files (or parts of them) that could not be read.
@@ -23,7 +23,7 @@ import math
 import os
 from typing import Any, Sequence
 
-from tfrs_diag import schema
+from tfrs_diag.summary import events, schema
 from tfrs_diag.recipes import TOP_K
 
 # ---------------------------------------------------------------- text helpers
@@ -72,7 +72,7 @@ def format_number(x: float) -> str:
 def gradient_report(run, table_rows: dict[str, int] | None = None) -> list[str]:
     """Text tables of one run's gradient diagnostics, from its event files.
 
-    ``run`` is a `tfrs_diag.schema.RunData` (``read_run(<log_dir>/train)``);
+    ``run`` is a `tfrs_diag.summary.events.RunData` (``read_run(<log_dir>/train)``);
     ``table_rows`` optionally maps embedding variables to their row counts.
     """
     prefix_layer, prefix_ratio, prefix_weight = (
@@ -285,7 +285,7 @@ def report_lines(logdir: str) -> tuple[list[str], list[dict]]:
     every_alert: list[dict] = []
     skipped: list[tuple[str, str]] = []
     for run_dir in find_runs(logdir):
-        run = schema.read_run(run_dir)
+        run = events.read_run(run_dir)
         name = os.path.relpath(run_dir, logdir)
         skipped += [(os.path.normpath(os.path.join(name, f)), reason) for f, reason in run.skipped]
         mine = [t for t in [*run.scalars, *run.records, *run.histograms] if t.startswith(schema.PREFIX)]

@@ -1,50 +1,27 @@
-"""The writers every diagnostic shares; the names they write are `tfrs_diag.schema`'s.
+"""The writers every diagnostic shares; the names they write are `tfrs_diag.summary.schema`'s.
 
 Numbers a person may want to plot are ordinary scalar or histogram summaries (the stock
 dashboards show them); structured records (alerts, tables) are tensor summaries owned by
-the ``tfrs_diag`` plugin holding a versioned JSON payload (`tfrs_diag.schema`).
-
-The schema's names (`tag`, `Alert`, `read_run`, ...) are re-exported here, so code
-written against ``tfrs_diag.summary`` keeps working; new code imports them from
-``tfrs_diag.schema``.
-
->>> import tfrs_diag.summary as s
->>> s.tag("grad", "norm", "user_model/embedding/embeddings:0")
-'tfrs_diag/grad/norm/user_model/embedding/embeddings'
+the ``tfrs_diag`` plugin holding a versioned JSON payload (`tfrs_diag.summary.schema`).
+Writes never kill a training run: a failing write warns once (`SummaryWriteWarning`) and
+is retried later.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import re
 import threading
 import time
 import warnings
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from tfrs_diag._keras import tf
-from tfrs_diag.schema import (  # noqa: F401  (re-exported: the callbacks import them from here)
-    ALERT_KINDS,
-    ALERT_TAG,
-    FAMILIES,
-    PLUGIN_NAME,
-    PREFIX,
-    SCHEMA_VERSION,
-    SEVERITIES,
-    Alert,
-    RunData,
-    clean_name,
-    encode_record,
-    expand_alert_records,
-    read_run,
-    record_metadata,
-    tag,
-)
+from tfrs_diag.summary.schema import encode_record, record_metadata
 
 _logger = logging.getLogger("tfrs_diag")
 
@@ -79,15 +56,15 @@ WRITE_ERRORS = (
 RETRY_SECONDS = 30.0
 
 _writers: dict[str, "SummaryWriter"] = {}
-_writers_lock = threading.Lock()
+writers_lock = threading.Lock()
 # Per run directory: (step, alert payloads written at that step), see AlertLog._emit.
-_alerts_at_step: dict[str, tuple[int, list[dict]]] = {}
+alerts_at_step: dict[str, tuple[int, list[dict]]] = {}
 # log_dirs (absolute) that have warned about a failed write: each warns once per process.
 _warned_log_dirs: set[str] = set()
 _current = threading.local()
 
 
-def _run_path(log_dir: str, run: str) -> str:
+def run_path(log_dir: str, run: str) -> str:
     return os.path.abspath(os.path.join(log_dir, run) if run else log_dir)
 
 
@@ -268,8 +245,8 @@ def writer_for(log_dir: str, run: str = "train") -> SummaryWriter:
     per process rather than one per callback. Its writes never raise on a failing
     file system (see `SummaryWriter`).
     """
-    path = _run_path(log_dir, run)
-    with _writers_lock:
+    path = run_path(log_dir, run)
+    with writers_lock:
         writer = _writers.get(path)
         if writer is None:
             writer = _writers[path] = SummaryWriter(log_dir, run, path)
@@ -278,16 +255,16 @@ def writer_for(log_dir: str, run: str = "train") -> SummaryWriter:
 
 def write_failures() -> dict[str, str]:
     """``{run directory: last error}`` of the shared writers whose writes are failing now."""
-    with _writers_lock:
+    with writers_lock:
         return {path: w.error for path, w in _writers.items() if w.error is not None}
 
 
 def close_writer(log_dir: str, run: str = "train") -> None:
     """Flushes and forgets the shared writer of ``log_dir/run`` (files stay complete)."""
-    path = _run_path(log_dir, run)
-    with _writers_lock:
+    path = run_path(log_dir, run)
+    with writers_lock:
         writer = _writers.pop(path, None)
-        _alerts_at_step.pop(path, None)
+        alerts_at_step.pop(path, None)
     if writer is not None:
         writer.close()
 
@@ -378,76 +355,3 @@ def write_record(tag_: str, record_type: str, payload: Mapping[str, Any], step: 
     """Writes a versioned JSON record as a tfrs_diag tensor summary."""
     text = tf.constant(encode_record(record_type, payload))
     _guarded(lambda: tf.summary.write(tag_, text, step=int(step), metadata=record_metadata(record_type)))
-
-
-# ---------------------------------------------------------------- alerts
-
-
-class AlertLog:
-    """Deduplicates alerts per (kind, subject), writes them and prints each once.
-
-    A condition that keeps holding does not alert again; when it goes away,
-    `clear` records that, and it may fire again later.
-    """
-
-    def __init__(self, log_dir: str | None, run: str = "train", echo: bool = True):
-        self._log_dir = log_dir
-        self._run = run
-        self._echo = echo
-        self.active: dict[tuple[str, str], Alert] = {}
-        self.history: list[Alert] = []
-
-    def fire(self, alert: Alert) -> bool:
-        """Records ``alert`` unless the same (kind, subject) is already firing."""
-        key = (alert.kind, alert.subject)
-        if key in self.active:
-            return False
-        self.active[key] = alert
-        self._emit(alert)
-        return True
-
-    def clear(self, kind: str, subject: str, step: int, epoch: int | None = None) -> bool:
-        alert = self.active.pop((kind, subject), None)
-        if alert is None:
-            return False
-        cleared = dataclasses.replace(
-            alert, step=int(step), epoch=epoch, status="cleared", severity="info",
-            message=f"The condition no longer holds (it fired at step {alert.step}).",
-            evidence={**alert.evidence, "fired_at_step": alert.step, "fired_message": alert.message},
-        )
-        self._emit(cleared)
-        return True
-
-    def _emit(self, alert: Alert) -> None:
-        self.history.append(alert)
-        if self._echo:
-            print(str(alert), flush=True)
-        _logger.info("%s", alert)
-        if self._log_dir is not None:
-            payload = alert.to_dict()
-            # TensorBoard keeps one record per (tag, step), and a record at an earlier step than
-            # the last one evicts the later ones (--load_fast). So alert records go out at
-            # non-decreasing steps (the alert's own step is in its payload), and each carries
-            # the alerts written before it at its record step (in this run, by any callback):
-            # the last record of a step holds them all; see `expand_alert_records`.
-            path = _run_path(self._log_dir, self._run)
-            with _writers_lock:
-                step, earlier = _alerts_at_step.get(path, (None, []))
-                if step is None or alert.step > step:
-                    step, earlier = alert.step, []
-                _alerts_at_step[path] = (step, earlier + [payload])
-            writer = writer_for(self._log_dir, self._run)
-            with writer.as_default():
-                write_record(ALERT_TAG, "alert", {**payload, "earlier_at_step": earlier} if earlier else payload, step)
-            writer.flush()
-
-
-# ---------------------------------------------------------------- reading back
-
-
-def iter_alerts(run_dirs: Iterable[str]) -> list[dict]:
-    """Every alert of the run directories ``run_dirs`` (`read_run` each, then `RunData.alerts`)."""
-    out: list[dict] = []
-    for d in run_dirs:
-        out.extend(read_run(d).alerts())
-    return out

@@ -1,0 +1,66 @@
+"""`EvaluationResult`: the metrics of one evaluation, with what they average over."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator, Mapping
+
+
+@dataclasses.dataclass
+class EvaluationResult(Mapping[str, float]):
+    """Scalar metrics (a read-only mapping) plus per-group tables.
+
+    ``tables[key]`` holds one row per user group of ``key`` (``count`` and each accuracy
+    metric); ``item_group_table`` one row per item group (relevant share, exposure share
+    and disparity per K).
+    """
+
+    metrics: dict[str, float]
+    tables: dict[str, list[dict[str, Any]]]
+    item_group_table: list[dict[str, Any]]
+    ks: tuple[int, ...]
+    queries: int
+    missing_positives: int
+    #: Per K, the Lorenz curve of per-item exposure (`ItemExposure.lorenz`), 101 points.
+    exposure_lorenz: dict[int, dict[str, list[float]]] = dataclasses.field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> float:
+        try:
+            return self.metrics[key]
+        except KeyError:
+            raise KeyError(f"{key!r} is not a computed metric; available: {', '.join(sorted(self.metrics))}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.metrics)
+
+    def __len__(self) -> int:
+        return len(self.metrics)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metrics": dict(self.metrics), "tables": self.tables, "item_groups": self.item_group_table,
+                "ks": list(self.ks), "queries": self.queries, "missing_positives": self.missing_positives}
+
+    def __str__(self) -> str:
+        lines = [f"{self.queries} queries, K = {', '.join(map(str, self.ks))}"
+                 + (f", {self.missing_positives} positives not in the candidate set" if self.missing_positives else "")]
+        families = [("accuracy", ("recall", "ndcg", "mrr", "hit_rate")),
+                    ("diversity", ("coverage", "gini", "entropy_norm", "novelty", "ild")),
+                    ("popularity", ("arp", "aplt", "pop_rsp", "pop_reo")),
+                    ("exposure", ("exposure_gini", "exposure_gap"))]
+        for title, names in families:
+            rows = [(n, [self.metrics.get(f"{n}_at_{k}") for k in self.ks]) for n in names]
+            rows = [(n, v) for n, v in rows if any(x is not None for x in v)]
+            if rows:
+                lines.append("")
+                lines.append(f"{title:<14}" + "".join(f"{'@' + str(k):>10}" for k in self.ks))
+                for n, vals in rows:
+                    lines.append(f"  {n:<12}" + "".join(f"{'' if v is None else f'{v:.4f}':>10}" for v in vals))
+        for key, rows in self.tables.items():
+            k = self.ks[0]
+            lines.append("")
+            lines.append(f"by {key} (@{k})  " + "  ".join(f"{c:>9}" for c in ("count", "recall", "ndcg", "hit_rate")))
+            for r in rows:
+                lines.append(f"  {str(r['group']):<14}" + "  ".join(
+                    f"{r[c] if c == 'count' else r[f'{c}_at_{k}']:>9.4g}" for c in ("count", "recall", "ndcg", "hit_rate")))
+            lines.append(f"  gap (max-min) ndcg@{k}: {self.metrics.get(f'{key}/ndcg_at_{k}_gap', float('nan')):.4f}")
+        return "\n".join(lines)
