@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 from tfrs_diag import summary
+from tfrs_diag.summary import writer as summary_writer
 from tfrs_diag.callbacks import GradientStatistics
 
 NO_SPACE = "No space left on device"
@@ -53,7 +54,7 @@ def _fit(log_dir, epochs=3):
 @pytest.fixture(autouse=True)
 def _fresh_write_state(monkeypatch):
     # Each test starts with no writer having warned (warnings are once per log_dir per process).
-    monkeypatch.setattr(summary, "_warned_log_dirs", set())
+    monkeypatch.setattr(summary_writer, "_warned_log_dirs", set())
     yield
 
 
@@ -163,7 +164,7 @@ def test_writes_failing_mid_run_leave_training_and_alerts_unchanged(tmp_path, mo
 
 
 def test_writes_resume_in_a_new_event_file_when_the_disk_recovers(tmp_path, monkeypatch, baseline):
-    monkeypatch.setattr(summary, "RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(summary_writer, "RETRY_SECONDS", 0.0)
     _DiskFull(monkeypatch, after=10, until=12)  # two failing flushes, then room again
     losses, alerts, warned = _fit(tmp_path)
 
