@@ -159,7 +159,8 @@ def test_beyond_accuracy_streams_metrics_and_early_stopping_can_monitor_them(dat
         str(tmp_path), data.test, data.items["item_id"], k=(5, 20), user_group_keys=("user_group",),
         user_group_names={"user_group": data.user_group_names}, item_groups=data.items["item_category"],
         item_group_names=data.item_group_names, item_popularity=data.item_popularity,
-        composite={"ndcg_at_20": 0.8, "coverage_at_20": 0.2}, verbose=0)
+        composite={"ndcg_at_20": 0.8, "coverage_at_20": 0.2}, log_metrics=("ndcg_at_20", "coverage_at_20"),
+        verbose=0)
     # patience=0 on a metric that cannot improve (the same every epoch): stops after 2 epochs.
     stop = tf.keras.callbacks.EarlyStopping("val_missing_or_constant", mode="max", patience=0)
     never = _ConstantMetric()
@@ -178,6 +179,39 @@ def test_beyond_accuracy_streams_metrics_and_early_stopping_can_monitor_them(dat
     assert [r["group"] for r in table["user_groups"]["user_group"]] == ["majority", "minority"]
     assert len(table["item_groups"]) == len(data.item_group_names)
 
+
+
+def test_beyond_accuracy_logs_a_headline_by_default_and_more_when_asked(data, tmp_path):
+    model = models.TwoTowerModel(data.users["user_id"], data.items["item_id"], embedding_dim=8)
+    model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1))
+    kw = dict(k=(5, 20), user_group_keys=("user_group",), item_popularity=data.item_popularity, verbose=0)
+    headline = tfrs_diag.callbacks.BeyondAccuracy(str(tmp_path / "a"), data.test, data.items["item_id"], **kw)
+    extra = tfrs_diag.callbacks.BeyondAccuracy(str(tmp_path / "b"), data.test, data.items["item_id"],
+                                               log_metrics=("val_hit_rate_at_20", "gini_at_5"), **kw)
+    every = tfrs_diag.callbacks.BeyondAccuracy(str(tmp_path / "c"), data.test, data.items["item_id"],
+                                               log_metrics="all", **kw)
+    logs = {}
+    for cb in (headline, extra, every):
+        cb.set_model(model)
+        logs[cb] = {}
+        cb.on_epoch_end(0, logs[cb])
+    # The first K's recall, NDCG and coverage, and the user-group gap of the alert metric.
+    assert sorted(logs[headline]) == sorted(["val_recall_at_5", "val_ndcg_at_5", "val_coverage_at_5",
+                                             "val_user_group/ndcg_at_5_gap"])
+    assert sorted(logs[extra]) == sorted([*logs[headline], "val_hit_rate_at_20", "val_gini_at_5"])
+    assert len(logs[every]) == len(headline.history[-1][1].metrics) > 40
+    # TensorBoard gets every metric whatever the logs get.
+    written = summary.read_run(str(tmp_path / "c" / "validation")).scalars
+    assert set(summary.read_run(str(tmp_path / "a" / "validation")).scalars) == set(written)
+    assert len(written) > len(logs[every])
+    with pytest.warns(UserWarning, match=r"\['ndcg_at_7'\] are not computed.*ndcg_at_5"):
+        bad = tfrs_diag.callbacks.BeyondAccuracy(str(tmp_path / "d"), data.test, data.items["item_id"],
+                                                 log_metrics=("ndcg_at_7",), **kw)
+        bad.set_model(model)
+        bad.on_epoch_end(0, {})
+    with pytest.raises(ValueError, match="log_metrics must be 'headline', 'all'"):
+        tfrs_diag.callbacks.BeyondAccuracy(str(tmp_path / "e"), data.test, data.items["item_id"],
+                                           log_metrics="everything", **kw)
 
 class _ConstantMetric(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):

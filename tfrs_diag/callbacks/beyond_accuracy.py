@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import time
+import warnings
 from typing import Mapping, Sequence
 
 from tfrs_diag import detectors as D
-from tfrs_diag.summary import schema
 from tfrs_diag import summary as S
 from tfrs_diag._keras import tf
 from tfrs_diag.capture.checks import check_xla_compatible
 from tfrs_diag.evaluation import EvaluationResult, TopKEvaluator
 from tfrs_diag.metrics.composite import CompositeScore
+from tfrs_diag.summary import schema
+
 
 class BeyondAccuracy(tf.keras.callbacks.Callback):
     """Accuracy, diversity, popularity bias, exposure and user-group fairness every N epochs.
@@ -25,10 +26,14 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
       accuracy and its gaps), and one ``tfrs_diag/fair/groups`` table record per
       evaluation (user-group and item-group rows) and one ``tfrs_diag/fair/exposure_lorenz``
       record (type "lorenz": per K the Lorenz curve of per-item exposure and its Gini);
-    - adds every metric to the epoch's Keras ``logs`` as ``val_<name>`` (e.g.
-      ``val_ndcg_at_10``, ``val_user_group/ndcg_at_10_gap``, ``val_composite``), so
-      `EarlyStopping` and `ModelCheckpoint` listed **after** this callback can monitor
-      them;
+    - adds a short headline to the epoch's Keras ``logs`` (what the progress line shows):
+      ``val_recall_at_<K>``, ``val_ndcg_at_<K>`` and ``val_coverage_at_<K>`` at the first
+      K, each user-group key's gap of ``alert_metric`` (``val_user_group/ndcg_at_10_gap``)
+      and ``val_composite`` when there is one. ``log_metrics`` names more metrics to add
+      (e.g. ``("hit_rate_at_100",)`` for an `EarlyStopping` that monitors it) or
+      ``"all"`` for every metric. `EarlyStopping` and `ModelCheckpoint` listed **after**
+      this callback can monitor these keys. TensorBoard gets every metric either way.
+      (Until 0.1.0 every metric went to the logs, about 60 keys at two Ks.)
     - fires ``fairness_gap`` when a user group's ``alert_metric`` falls below
       ``fairness_ratio`` of the best group's (`tfrs_diag.detectors.FairnessGap`: one alert
       per user-group key, moved to the new worst group when it changes, cleared when the
@@ -50,6 +55,9 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
         that hold them (e.g. ``query_model="_query_model"``); by default the tutorials'
         names are looked for (`tfrs_diag.evaluation.QUERY_TOWERS`, `CANDIDATE_TOWERS`).
       composite: optional `CompositeScore` (or its weights dict).
+      log_metrics: ``"headline"`` (default: the keys above), ``"all"``, or metric names
+        (without ``val_``) added to the headline; a name the evaluation does not compute
+        is reported once, with the names it does.
 
     Under `tf.distribute.MirroredStrategy` (``fit`` inside ``strategy.scope()``) the
     evaluation runs once per epoch, not per replica, with the one-device values.
@@ -78,7 +86,7 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
                  query_features: str | Sequence[str] | None = None, query_model=None, candidate_model=None,
                  composite: CompositeScore | Mapping[str, float] | None = None, alert_metric: str | None = None,
                  fairness_ratio: float = 0.8, exposure_gini: float = 0.9, batch_size: int = 1024,
-                 run: str = "validation", verbose: int = 1):
+                 log_metrics: str | Sequence[str] = "headline", run: str = "validation", verbose: int = 1):
         super().__init__()
         if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs <= 0:
             raise ValueError(f"every_n_epochs must be a positive integer, got {every_n_epochs!r}")
@@ -99,6 +107,14 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
         self.alert_metric = alert_metric or f"ndcg_at_{self.evaluator.ks[0]}"
         self.fairness_ratio = fairness_ratio
         self.exposure_gini = exposure_gini
+        if isinstance(log_metrics, str):
+            if log_metrics not in ("headline", "all"):
+                raise ValueError(f"log_metrics must be 'headline', 'all' or a sequence of metric names, got "
+                                 f"{log_metrics!r}")
+            self.log_metrics: str | tuple[str, ...] = log_metrics
+        else:
+            self.log_metrics = tuple(m[len("val_"):] if m.startswith("val_") else m for m in log_metrics)
+        self._warned_unknown = False
         self.run = run
         self.verbose = verbose
         self.alert_log = S.AlertLog(self.log_dir, run, echo=bool(verbose))
@@ -125,7 +141,6 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every_n_epochs:
             return
-        start = time.perf_counter()
         result = self.evaluator.run(self.model)
         step = int(self.model.optimizer.iterations.numpy()) if getattr(self.model, "optimizer", None) else epoch + 1
         self.history.append((epoch, result))
@@ -133,14 +148,31 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
         if self.composite is not None:
             values[self.composite.name] = self.composite(result.metrics)
         if logs is not None:
-            logs.update({f"val_{k}": v for k, v in values.items()})
+            logs.update({f"val_{k}": values[k] for k in self._logged(values)})
         self._write(result, values, step, epoch)
         self._check_alerts(result, step, epoch)
-        if self.verbose:
-            k = self.evaluator.ks[0]
-            print(f"[tfrs_diag] epoch {epoch + 1}: ndcg@{k}={values.get(f'ndcg_at_{k}', float('nan')):.4f} "
-                  f"coverage@{k}={values.get(f'coverage_at_{k}', float('nan')):.3f} "
-                  f"({time.perf_counter() - start:.1f} s)", flush=True)
+
+    def headline(self, values: Mapping[str, float]) -> list[str]:
+        """The metric names the progress line gets by default (those of ``values`` that exist)."""
+        k = self.evaluator.ks[0]
+        names = [f"recall_at_{k}", f"ndcg_at_{k}", f"coverage_at_{k}"]
+        names += [f"{key}/{self.alert_metric}_gap" for key in self.evaluator.user_group_keys]
+        if self.composite is not None:
+            names.append(self.composite.name)
+        return [n for n in names if n in values]
+
+    def _logged(self, values: Mapping[str, float]) -> list[str]:
+        if self.log_metrics == "all":
+            return list(values)
+        names = self.headline(values)
+        if self.log_metrics != "headline":
+            unknown = [m for m in self.log_metrics if m not in values]
+            if unknown and not self._warned_unknown:
+                self._warned_unknown = True
+                warnings.warn(f"BeyondAccuracy(log_metrics=...): {unknown} are not computed by this evaluation; "
+                              f"it computes {sorted(values)}", stacklevel=3)
+            names += [m for m in self.log_metrics if m in values and m not in names]
+        return names
 
     def _write(self, result: EvaluationResult, values: Mapping[str, float], step: int, epoch: int):
         scalars = {}
@@ -160,6 +192,7 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
             self._scalars.write(scalars, step)
             S.write_record(S.tag("fair", "groups"), "group_table",
                            {"epoch": epoch, "ks": list(result.ks), "queries": result.queries,
+                            "query_key": result.query_key,
                             "missing_positives": result.missing_positives, "user_groups": result.tables,
                             "item_groups": result.item_group_table}, step)
             if result.exposure_lorenz:
