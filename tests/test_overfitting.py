@@ -248,6 +248,43 @@ def test_validation_data_given_to_the_monitor_gives_the_epoch_gap(tmp_path):
     assert monitor.readings[-1]["heldout"] == pytest.approx(history.history["val_loss"][-1], rel=1e-5)
 
 
+
+def test_a_tfrs_retrieval_models_epoch_loss_gap_is_not_written_and_the_probe_gap_is_per_example(tmp_path):
+    # TFRS retrieval sums its loss over the batch and tfrs.Model reports the last batch's loss:
+    # train batches of 256 against a validation set whose last batch holds 100 rows. The raw
+    # epoch gap would mostly measure that difference in batch size.
+    data = datasets.synthetic(num_users=60, num_items=80, num_interactions=1500, seed=3)
+    model = models.TwoTowerModel(data.users["user_id"], data.items["item_id"], embedding_dim=8)
+    model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1))
+    keys = ("user_id", "item_id")
+    val = {k: data.test[k][:100] for k in keys}
+    monitor = OverfittingMonitor(str(tmp_path), validation_data=models.retrieval_dataset(val, 4096, shuffle_seed=None),
+                                 probe_data={k: data.test[k] for k in keys}, train_probe_data={k: data.train[k] for k in keys},
+                                 probe_size=64, probe_every_n_steps=2, verbose=0)
+    history = model.fit(models.retrieval_dataset(data.train, 256), epochs=2, callbacks=[monitor], verbose=0)
+    assert not monitor.epoch_losses_comparable and monitor.probe_scale == 64
+    scalars = summary.read_run(str(tmp_path / "train")).scalars
+    assert "tfrs_diag/overfit/epoch/loss/val" in scalars and "tfrs_diag/overfit/epoch/loss/train" in scalars
+    assert not [t for t in scalars if t.startswith("tfrs_diag/overfit/epoch/") and t.endswith(("/gap", "_gap"))]
+    assert sum("loss gap is not written" in n for n in monitor.notes) == 1
+    last = monitor.readings[-1]  # the model's own (summed) losses on the probes
+    probe_gap = dict(scalars["tfrs_diag/overfit/probe/gap"])[last["step"]]
+    assert probe_gap == pytest.approx((last["heldout"] - last["seen"]) / 64, rel=1e-5)
+    assert history.history["probe_heldout_loss"][-1] == pytest.approx(last["heldout"] / 64, rel=1e-6)
+    # Per example, an untrained in-batch softmax over 64 candidates is log(64).
+    assert dict(scalars["tfrs_diag/overfit/probe/seen_loss"])[0] == pytest.approx(math.log(64), rel=0.05)
+
+
+def test_a_keras_loss_summed_over_the_batch_gets_no_epoch_gap(tmp_path):
+    x, y = _regression()
+    model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss=tf.keras.losses.MeanSquaredError(reduction="sum"))
+    monitor = OverfittingMonitor(str(tmp_path), validation_data=(x[:100], y[:100]), verbose=0)
+    model.fit(x[100:], y[100:], batch_size=64, epochs=2, callbacks=[monitor], verbose=0)
+    scalars = summary.read_run(str(tmp_path / "train")).scalars
+    assert "tfrs_diag/overfit/epoch/loss/val" in scalars and "tfrs_diag/overfit/epoch/loss/gap" not in scalars
+    assert any("summed over the batch" in n for n in monitor.notes)
+
 def test_empty_probes_and_bad_arguments_get_clear_errors(tmp_path):
     empty = np.zeros((0, 4), np.float32)
     with pytest.raises(ValueError, match="probe_data holds no examples"):

@@ -53,11 +53,13 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
     finite again, with one note (`tfrs_diag.detectors.NonFinitePause`).
 
     Written under ``log_dir/<run>``: ``tfrs_diag/overfit/probe/{heldout_loss,seen_loss,gap}``
-    (at the global step), ``tfrs_diag/overfit/epoch/<metric>/{train,val,gap,relative_gap}``,
+    (per example: a sum-reduced TFRS loss divided by the probe size; at the global step),
+    ``tfrs_diag/overfit/epoch/<metric>/{train,val,gap,relative_gap}`` (no ``gap`` and
+    ``relative_gap`` for losses that cannot be compared, see `epoch_losses_comparable`),
     ``tfrs_diag/overfit/epoch/trend/<name>/{slope,p_worse}`` (at the epoch index), and
     ``tfrs_diag/embed/{information_abundance,abundance_ratio,effective_rank,dead_row_fraction,
     tail_head_norm_ratio,row_norm_bucket_<i>}/<table>``. The probe losses are also added
-    to the epoch logs as ``probe_heldout_loss`` and ``probe_seen_loss``.
+    to the epoch logs (per example) as ``probe_heldout_loss`` and ``probe_seen_loss``.
 
     `on_train_begin` resets every reading, detector and alert, so one instance can
     serve several fits (like Keras' `EarlyStopping`); ``alerts`` are the latest fit's.
@@ -178,6 +180,8 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         for d in self.detectors.values():
             d.reset()
         self._scale = 1.0
+        self._losses_comparable = True
+        self._validation_extra: dict[str, float] = {}
         self._step = self._epoch = self._epoch_start_step = 0
         self._grad_nonfinite = -1
         if not self._explicit_every:
@@ -199,6 +203,23 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         return self.best.value
 
     @property
+    def probe_scale(self) -> float:
+        """What a probe's loss is divided by for a per-example loss: the probe size when the
+        model's TFRS tasks sum their loss over the batch (TFRS retrieval), else 1."""
+        return self._scale
+
+    @property
+    def epoch_losses_comparable(self) -> bool:
+        """Whether the epoch-level train and validation losses can be subtracted.
+
+        Not for a `tfrs.Model` (its ``loss`` is the last batch's, so train and validation
+        differ by their last batches' sizes and compositions) nor for a loss summed over
+        the batch (it scales with the batch size). The probes (per example, equal sizes)
+        give the gap then.
+        """
+        return self._losses_comparable
+
+    @property
     def baseline(self) -> float | None:
         """The underfitting test's trivial baseline per example: the lowest of ``baselines``."""
         return min(self.baselines.values()) if self.baselines else None
@@ -212,6 +233,7 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         self._is_tfrs = _is_tfrs_model(model)
         if not self._is_tfrs and getattr(model, "compiled_loss", None) is None:
             raise RuntimeError("OverfittingMonitor needs a compiled model: call model.compile(loss=...) before fit().")
+        self._losses_comparable = not self._is_tfrs and not _sum_reduced(model)
         self.tables.attach(model)
         if self.probe_every_n_steps is None:
             self.probe_every_n_steps = default_probe_every((self.params or {}).get("steps"))
@@ -246,12 +268,14 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
                 else self._probe_reading()
             self.detectors["one_epoch_overfitting"].end_epoch(
                 self._epoch, self._step, *self._per_example(reading["heldout"], reading["seen"]), steps)
-            logs["probe_heldout_loss"] = reading["heldout"]
-            if reading["seen"] is not None:
-                logs["probe_seen_loss"] = reading["seen"]
+            heldout, seen = self._per_example(reading["heldout"], reading["seen"])
+            logs["probe_heldout_loss"] = heldout
+            if seen is not None:
+                logs["probe_seen_loss"] = seen
             self._fit_cadence(steps)
+        self._validation_extra = {}
         self._evaluate_validation(logs)
-        values = {k: float(v) for k, v in logs.items() if _is_number(v)}
+        values = {**self._validation_extra, **{k: float(v) for k, v in logs.items() if _is_number(v)}}
         self.epoch_logs.append(values)
         finite = D.all_finite(values.get(k) for k in ("loss", self.monitor)) and not self._gradients_nonfinite()
         if reading is not None:
@@ -279,6 +303,7 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
     def _record_reading(self, heldout, seen) -> dict:
         reading = {"step": self._step, "epoch": self._epoch, "heldout": heldout, "seen": seen}
         self.readings.append(reading)
+        heldout, seen = self._per_example(heldout, seen)  # what is written: per example
         scalars = {}
         if heldout is not None:
             scalars[S.tag("overfit", "probe", "heldout_loss")] = heldout
@@ -343,6 +368,14 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
             train, val = values[k], values[f"val_{k}"]
             scalars[S.tag("overfit", "epoch", k, "train")] = train
             scalars[S.tag("overfit", "epoch", k, "val")] = val
+            if k.endswith("loss") and not self._losses_comparable:
+                self._note("epoch_loss_gap", (
+                    "OverfittingMonitor: the epoch-level train/validation loss gap is not written: "
+                    + ("a tfrs.Model reports the last batch's loss" if self._is_tfrs
+                       else "the loss is summed over the batch") +
+                    ", so the two differ by batch size, not by overfitting. The probe gap "
+                    "(tfrs_diag/overfit/probe/gap: per example, equal-size samples) is the one to read."))
+                continue
             scalars[S.tag("overfit", "epoch", k, "gap")] = val - train
             scalars[S.tag("overfit", "epoch", k, "relative_gap")] = T.relative_change(train, val)
         if self.monitor not in values:
@@ -371,8 +404,13 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
             if isinstance(data, tf.data.Dataset) and not is_batched(data.element_spec):
                 data = data.batch(_EVALUATE_BATCH_SIZE)  # one example per element: batched as for arrays
             results = self.model.evaluate(data, verbose=0, return_dict=True)
+        # The loss (and the monitored key) go to the logs, where Keras' own validation would
+        # put them; the rest is for the epoch-level tags only.
         for k, v in results.items():
-            logs.setdefault(f"val_{k}", float(v))
+            if k == "loss" or f"val_{k}" == self.monitor:
+                logs.setdefault(f"val_{k}", float(v))
+            else:
+                self._validation_extra.setdefault(f"val_{k}", float(v))
 
     def _embedding_level(self):
         scalars, findings = {}, []
@@ -440,6 +478,11 @@ def _write_scalars(values: Mapping[str, float], step: int) -> None:
     # (S.ScalarBatch would trace one function per tag set).
     for tag_, value in values.items():
         S.write_scalar(tag_, value, step)
+
+
+def _sum_reduced(model) -> bool:
+    """Whether a Keras model's compiled loss sums over the batch (``reduction=SUM``)."""
+    return getattr(getattr(model, "loss", None), "reduction", None) == tf.keras.losses.Reduction.SUM
 
 
 def _is_number(v) -> bool:
