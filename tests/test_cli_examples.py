@@ -54,6 +54,12 @@ def test_demo_writes_gradient_logs_and_prints_tensorboard_command(tmp_path, caps
         assert [s for s, _ in run.histograms[f"tfrs_diag/grad/values/{var}"]] == [20]
         assert f"{tower}/{tower}_embedding" in out  # the per-layer table names it
 
+    # One short line per epoch (not Keras' line of every log key), and figures that say what they average over.
+    epoch_lines = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert len(epoch_lines) == epochs and all(len(line) <= 200 for line in epoch_lines), epoch_lines
+    assert "ndcg@10" in epoch_lines[-1] and "probe loss/example" in epoch_lines[-1]
+    assert "recall per test interaction" in out and "per example" in out
+    assert "means over" in out and "queries (one per user_id)" in out
     # Progress first, then the findings, the tensorboard command last.
     assert out.index("[1/4] loading data") < out.index("[2/4] training") < out.index("== Gradients ==")
     assert "synthetic(seed=0)" in out and "final loss:" in out and "== Alerts" in out

@@ -111,6 +111,32 @@ def _mean_loss_callback():
     return MeanLoss()
 
 
+def _epoch_line_callback(epochs: int):
+    """A callback printing one short line per epoch: what the demo and the examples show.
+
+    Keras' own progress line carries every key of the epoch logs (the model's three losses,
+    the diagnostics' headline, validation): useful to a program, long for a person.
+    """
+    from tfrs_diag._keras import tf
+
+    shown = (("loss/batch", "mean_loss", "{:.4g}"), ("probe loss/example held-out", "probe_heldout_loss", "{:.4g}"),
+             ("train", "probe_seen_loss", "{:.4g}"))
+
+    class EpochLine(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            parts = [f"epoch {epoch + 1}/{epochs}", f"{time.perf_counter() - self.start:.1f} s"]
+            parts += [f"{label} {fmt.format(logs[key])}" for label, key, fmt in shown if key in logs]
+            parts += [f"{key[len('val_'):].replace('_at_', '@')} {logs[key]:.3g}" for key in logs
+                      if key.startswith("val_") and key != "val_loss" and not key.endswith("loss")]
+            print("  ".join(parts), flush=True)
+
+    return EpochLine()
+
+
 def fit_with_diagnostics(model, train_ds, log_dir: str, *, epochs: int, every_n_steps: int,
                          histogram_every_n_steps: int, verbose: int, extra_callbacks: Sequence[Any] = ()
                          ) -> TrainResult:
@@ -129,8 +155,9 @@ def fit_with_diagnostics(model, train_ds, log_dir: str, *, epochs: int, every_n_
     # crash on StringLookup's string weights).
     losses = tf.keras.callbacks.TensorBoard(log_dir, histogram_freq=0, write_graph=False, update_freq="epoch")
     start = time.perf_counter()
-    history = model.fit(train_ds, epochs=epochs, verbose=2 if verbose else 0,
-                        callbacks=[_mean_loss_callback(), gradients, *extra_callbacks, losses])
+    printer = [_epoch_line_callback(epochs)] if verbose else []
+    history = model.fit(train_ds, epochs=epochs, verbose=0,
+                        callbacks=[_mean_loss_callback(), gradients, *extra_callbacks, losses, *printer])
     seconds = time.perf_counter() - start
     # Complete event files on disk, for TensorBoard and read_run.
     summary.close_writer(log_dir)
@@ -363,7 +390,7 @@ def run_demo(run_dir: str, *, data_dir: str | None = None, num_interactions: int
         f"gradient statistics every {every_n_steps} steps")
     training = train_retrieval(data, run_dir, epochs=epochs, batch_size=batch_size, seed=seed,
                                every_n_steps=every_n_steps, histogram_every_n_steps=histogram_every_n_steps)
-    say(f"[3/4] evaluating top-{TOP_K} hit rate on the test split")
+    say(f"[3/4] evaluating top-{TOP_K} recall per test interaction on the test split")
     hit_rate = retrieval_hit_rate(training.model, data)
     train_dir = os.path.join(os.path.abspath(run_dir), "train")
     say(f"[4/4] reading back the logs written to {train_dir}")

@@ -20,8 +20,10 @@ def evaluate(model_or_query_tower, candidates, data, k: Sequence[int] | int = (1
              *, user_group_keys: Sequence[str] = (), item_groups=None, item_popularity=None, item_is_head=None,
              exclude_seen=None, query_key: str | None = None, item_key: str | None = None,
              query_features: str | Sequence[str] | None = None, query_model=None, candidate_model=None,
-             candidate_embeddings=None, batch_size: int = 1024, **kwargs) -> EvaluationResult:
+             candidate_embeddings=None, batch_size: int = 1024, verbose: int = 1, **kwargs) -> EvaluationResult:
     """Top-K accuracy, diversity, popularity bias, exposure and user-group fairness in one pass.
+
+    Every metric is a mean over queries (``result.averaged_over`` says what a query is).
 
     Args:
       model_or_query_tower: a TFRS retrieval model with a query and a candidate tower, or a
@@ -63,6 +65,7 @@ def evaluate(model_or_query_tower, candidates, data, k: Sequence[int] | int = (1
       candidate_embeddings: [num candidates, d] embeddings to use instead of the
         candidate tower.
       batch_size: queries per top-K step.
+      verbose: 1 shows a progress bar when there are many query batches; 0 is silent.
       **kwargs: more `TopKEvaluator` arguments (``user_group_names``,
         ``item_group_names``, ``diversity_embeddings``).
 
@@ -100,7 +103,7 @@ def evaluate(model_or_query_tower, candidates, data, k: Sequence[int] | int = (1
                               candidate_model=candidate_model, user_group_keys=user_group_keys,
                               item_groups=item_groups, item_popularity=item_popularity, item_is_head=item_is_head,
                               exclude_seen=exclude_seen, batch_size=batch_size, **kwargs)
-    return evaluator.run(model_or_query_tower, candidate_embeddings=candidate_embeddings)
+    return evaluator.run(model_or_query_tower, candidate_embeddings=candidate_embeddings, verbose=verbose)
 
 
 def evaluate_ranking(scores, candidates, labels, k: Sequence[int] | int = (5, 10), *, num_items: int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from typing import Any, Mapping, Sequence
 
@@ -27,6 +28,9 @@ from tfrs_diag.metrics.topk import PAD, IdMapper, top_k
 
 
 # ------------------------------------------------------------------ evaluator
+
+#: `run(verbose=1)` shows a progress bar from this many query batches on (fewer take a moment).
+PROGRESS_MIN_BATCHES = 4
 
 
 def _is_tfrs_model(model) -> bool:
@@ -180,13 +184,19 @@ class TopKEvaluator:
         return tf.concat([tf.cast(tower(tf.constant(self.candidate_ids[i:i + 8192])), tf.float32)
                           for i in range(0, len(self.candidate_ids), 8192)], axis=0)
 
+    @property
+    def user_group_keys(self) -> tuple[str, ...]:
+        """The features whose values define the user groups reported."""
+        return self._user_group_keys
+
     def run(self, model_or_query_tower, candidate_model=None, candidate_embeddings=None, *,
-            query_model=None) -> EvaluationResult:
+            query_model=None, verbose: int = 0) -> EvaluationResult:
         """Evaluates ``model_or_query_tower`` (a TFRS model with towers, or a query tower).
 
         ``query_model``/``candidate_model`` (a tower, or the name of the model's attribute)
         override the constructor's; ``candidate_embeddings`` ([num candidates, d]) skips
-        the candidate tower.
+        the candidate tower. ``verbose=1`` shows a progress bar over the query batches
+        when there are `PROGRESS_MIN_BATCHES` or more.
         """
         model = model_or_query_tower
         query_tower = self.query_tower(model, query_model)
@@ -203,12 +213,17 @@ class TopKEvaluator:
                 self._step = (key, self._build_step(query_tower, cand if self.diversity_embeddings else None, q))
         _, (step_fn, metrics, reader) = self._step
         batches = self._batches(q)
+        progress = (tf.keras.utils.Progbar(len(batches), unit_name="query batch")
+                    if verbose and len(batches) >= PROGRESS_MIN_BATCHES else None)
         for i, (features, positives, groups, exclude) in enumerate(batches):
             # The first batch also resets the state, the last also reads every result:
             # one traced call per batch and nothing else.
             out = step_fn(features, cand, positives, groups, exclude, tf.constant(i == 0),
                           tf.constant(i == len(batches) - 1))
-        return collect_results(metrics, self.ks, q.group_names, lambda: reader.read(*out))
+            if progress is not None:
+                progress.update(i + 1)
+        result = collect_results(metrics, self.ks, q.group_names, lambda: reader.read(*out))
+        return dataclasses.replace(result, query_key=self.query_key)
 
     def _batches(self, q: Queries) -> list:
         """The query batches as tensors, built once: they are the same at every evaluation."""

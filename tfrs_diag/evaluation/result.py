@@ -10,9 +10,12 @@ from typing import Any, Iterator, Mapping
 class EvaluationResult(Mapping[str, float]):
     """Scalar metrics (a read-only mapping) plus per-group tables.
 
-    ``tables[key]`` holds one row per user group of ``key`` (``count`` and each accuracy
-    metric); ``item_group_table`` one row per item group (relevant share, exposure share
-    and disparity per K).
+    Every accuracy, diversity and popularity metric is a mean over the ``queries``
+    evaluated: one query per distinct ``query_key`` value (e.g. per user), or one per test
+    row when ``query_key`` is None. ``tables[key]`` holds one row per user group of ``key``
+    (``count`` queries and each accuracy metric, a mean over that group's queries);
+    ``item_group_table`` one row per item group (relevant share, exposure share and
+    disparity per K).
     """
 
     metrics: dict[str, float]
@@ -23,6 +26,14 @@ class EvaluationResult(Mapping[str, float]):
     missing_positives: int
     #: Per K, the Lorenz curve of per-item exposure (`ItemExposure.lorenz`), 101 points.
     exposure_lorenz: dict[int, dict[str, list[float]]] = dataclasses.field(default_factory=dict)
+    #: What a query is: the feature queries are grouped by ("user_id"), or None (one per test row).
+    query_key: str | None = None
+
+    @property
+    def averaged_over(self) -> str:
+        """What the metrics are means over, e.g. "998 queries (one per user_id)"."""
+        unit = f"one per {self.query_key}" if self.query_key else "one per test row"
+        return f"{self.queries} queries ({unit})"
 
     def __getitem__(self, key: str) -> float:
         try:
@@ -38,10 +49,11 @@ class EvaluationResult(Mapping[str, float]):
 
     def to_dict(self) -> dict[str, Any]:
         return {"metrics": dict(self.metrics), "tables": self.tables, "item_groups": self.item_group_table,
-                "ks": list(self.ks), "queries": self.queries, "missing_positives": self.missing_positives}
+                "ks": list(self.ks), "queries": self.queries, "query_key": self.query_key,
+                "missing_positives": self.missing_positives}
 
     def __str__(self) -> str:
-        lines = [f"{self.queries} queries, K = {', '.join(map(str, self.ks))}"
+        lines = [f"means over {self.averaged_over}, K = {', '.join(map(str, self.ks))}"
                  + (f", {self.missing_positives} positives not in the candidate set" if self.missing_positives else "")]
         families = [("accuracy", ("recall", "ndcg", "mrr", "hit_rate")),
                     ("diversity", ("coverage", "gini", "entropy_norm", "novelty", "ild")),
@@ -58,7 +70,8 @@ class EvaluationResult(Mapping[str, float]):
         for key, rows in self.tables.items():
             k = self.ks[0]
             lines.append("")
-            lines.append(f"by {key} (@{k})  " + "  ".join(f"{c:>9}" for c in ("count", "recall", "ndcg", "hit_rate")))
+            lines.append(f"by {key} (@{k}; count = queries, the rest means over them)")
+            lines.append(f"  {'':<14}" + "  ".join(f"{c:>9}" for c in ("count", "recall", "ndcg", "hit_rate")))
             for r in rows:
                 lines.append(f"  {str(r['group']):<14}" + "  ".join(
                     f"{r[c] if c == 'count' else r[f'{c}_at_{k}']:>9.4g}" for c in ("count", "recall", "ndcg", "hit_rate")))

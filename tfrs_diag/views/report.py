@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from typing import Any, Sequence
 
 from tfrs_diag.summary import events, schema
@@ -124,15 +125,29 @@ def gradient_report(run, table_rows: dict[str, int] | None = None) -> list[str]:
 
 
 def overfitting_report(monitor) -> list[str]:
-    """A few lines on the in-epoch probes and the epoch-level gap of an `OverfittingMonitor`."""
+    """A few lines on the in-epoch probes and the best epoch of an `OverfittingMonitor`."""
     if monitor is None or not monitor.readings:
         return ["Overfitting monitor: no probe readings"]
+    scale = monitor.probe_scale
     first, last = monitor.readings[0], monitor.readings[-1]
-    lines = [f"probe loss, held-out vs training examples: {first['heldout']:.5g} vs {first['seen']:.5g} before "
-             f"training, {last['heldout']:.5g} vs {last['seen']:.5g} at step {last['step']} "
-             f"(gap {last['heldout'] - last['seen']:.4g})"]
+
+    def per_example(r, key):
+        return None if r[key] is None else r[key] / scale
+
+    n = monitor.probes.size
+    if first["seen"] is None:
+        lines = [f"held-out probe loss per example (mean over {n} examples): {per_example(first, 'heldout'):.4g} "
+                 f"before training, {per_example(last, 'heldout'):.4g} at step {last['step']}"]
+    else:
+        h0, s0, h1, s1 = (per_example(first, "heldout"), per_example(first, "seen"), per_example(last, "heldout"),
+                          per_example(last, "seen"))
+        lines = [f"probe loss per example, held-out vs training examples ({n} of each): {h0:.4g} vs {s0:.4g} "
+                 f"before training, {h1:.4g} vs {s1:.4g} at step {last['step']} (gap {h1 - s1:.3g})"]
     if monitor.best_epoch is not None:
-        lines.append(f"best epoch by {monitor.monitor}: {monitor.best_epoch + 1} ({monitor.best_value:.5g}); "
+        how = ""
+        if monitor.monitor.endswith("loss") and not monitor.epoch_losses_comparable:
+            how = " (a tfrs.Model's epoch loss is its last batch's: compare epochs, not train with validation)"
+        lines.append(f"best epoch by {monitor.monitor}: {monitor.best_epoch + 1} ({monitor.best_value:.5g}){how}; "
                      f"the overfitting trend test needs {monitor.detectors['overfitting'].window} epochs")
     return lines
 
@@ -155,17 +170,24 @@ def demo_lines(demo, *, batch_size: int, logdir: str) -> list[str]:
     data, result = demo.data, demo.training
     losses = " -> ".join(f"{v:.4g}" for v in result.history["mean_loss"])
     k = min(TOP_K, data.num_items)
+    test_pairs = len(next(iter(data.test.values())))
+    train_pairs = len(next(iter(data.train.values())))
+    # Summed losses: the epoch's total over its examples (the last batch may be partial).
+    per_example = result.final_loss * -(-train_pairs // batch_size) / train_pairs
     lines = ["", "== Data ==", data.describe(), "",
              "== Training ==",
-             f"{result.steps} steps in {result.seconds:.1f} s; mean batch loss by epoch: {losses}",
-             f"final loss: {result.final_loss:.4g} (last epoch's mean; in-batch softmax, summed over a "
-             f"batch of {batch_size})",
-             f"top-{k} hit rate on test: {demo.hit_rate:.3f} (a random recommender: {k / data.num_items:.3f})",
+             f"{result.steps} steps in {result.seconds:.1f} s; loss per batch (mean over each epoch's batches): "
+             f"{losses}",
+             f"final loss: {per_example:.4g} per example ({result.final_loss:.4g} per batch of "
+             f"{batch_size}: TFRS retrieval sums an in-batch softmax over the batch; a uniform softmax over "
+             f"{batch_size} candidates: {math.log(batch_size):.4g} per example)",
+             f"top-{k} recall per test interaction: {demo.hit_rate:.3f} (share of the {test_pairs} test (user, item) "
+             f"pairs whose item is in the user's top {k}; a random recommender: {k / data.num_items:.3f})",
              "", "== Gradients =="]
     lines += gradient_report(demo.train_run, demo.table_rows)
     if result.beyond_accuracy is not None and result.beyond_accuracy.history:
         epoch, evaluation = result.beyond_accuracy.history[-1]
-        lines += ["", f"== Top-K evaluation on the test split (after epoch {epoch + 1}) =="]
+        lines += ["", f"== Top-K evaluation on the test split (after epoch {epoch + 1}; per query = per user) =="]
         lines += str(evaluation).splitlines()
     if result.overfitting is not None:
         lines += ["", "== Overfitting monitor =="] + overfitting_report(result.overfitting)
@@ -250,8 +272,10 @@ def _latest_scalars(run, family: str) -> list[str]:
     rows = []
     for t in tags:
         step, value = latest(run.scalars[t])
-        rows.append([t[len(prefix):], format_number(value), str(step)])
-    return text_table(["metric", "latest", "step"], rows)
+        # The monitor's epoch-level values are written at the epoch index, the rest at the step.
+        at = f"epoch {step + 1}" if t.startswith(schema.TAGS["overfit_epoch"]) else f"step {step}"
+        rows.append([t[len(prefix):], format_number(value), at])
+    return text_table(["metric", "latest", "at"], rows)
 
 
 def _attribution(payload: dict) -> list[str]:
@@ -268,8 +292,11 @@ def _attribution(payload: dict) -> list[str]:
     return lines + text_table(["example"] + groups + ["output"], rows)
 
 
-def report_lines(logdir: str) -> tuple[list[str], list[dict]]:
+def report_lines(logdir: str, *, verbose: int = 0) -> tuple[list[str], list[dict]]:
     """The report of every run under ``logdir`` as lines, and every alert found.
+
+    ``verbose=1`` shows which run is being read on stderr (one updating line) when there
+    are two or more runs; the lines themselves are returned, not printed.
 
     Damaged event files (a killed writer's last record, a file that is not an event
     file) do not stop it: what can be read is reported, and the last lines say once
@@ -284,15 +311,21 @@ def report_lines(logdir: str) -> tuple[list[str], list[dict]]:
     lines: list[str] = []
     every_alert: list[dict] = []
     skipped: list[tuple[str, str]] = []
-    for run_dir in find_runs(logdir):
-        run = events.read_run(run_dir)
+    run_dirs = find_runs(logdir)
+    progress = verbose and len(run_dirs) >= 2
+    for i, run_dir in enumerate(run_dirs):
         name = os.path.relpath(run_dir, logdir)
+        if progress:
+            print(f"\rreading run {i + 1}/{len(run_dirs)}: {name[-60:]:<60}", end="", file=sys.stderr, flush=True)
+        run = events.read_run(run_dir)
         skipped += [(os.path.normpath(os.path.join(name, f)), reason) for f, reason in run.skipped]
         mine = [t for t in [*run.scalars, *run.records, *run.histograms] if t.startswith(schema.PREFIX)]
         if not mine:
             continue
         lines += _run_lines(name, run)
         every_alert.extend(run.alerts())
+    if progress:
+        print(f"\rread {len(run_dirs)} runs{' ' * 72}", file=sys.stderr, flush=True)
     if skipped:
         lines += [""] + skipped_report(skipped)
     return lines, every_alert
@@ -307,7 +340,8 @@ def _run_lines(name: str, run) -> list[str]:
         _, step, payload = tables[-1]
         epoch = payload.get("epoch")
         lines += ["", f"Per-group table (step {step}" + (f", epoch {epoch + 1}" if epoch is not None else "")
-                  + f", {payload.get('queries', '?')} queries, K = {payload.get('ks')}):"]
+                  + f", K = {payload.get('ks')}; count = queries, the rest means over them; "
+                  + f"{_averaged_over(payload)}):"]
         lines += _group_tables(payload)
     lorenz = _records(run, "lorenz")
     if lorenz:
@@ -327,8 +361,20 @@ def _run_lines(name: str, run) -> list[str]:
     return lines
 
 
-# The report's section titles (its wording predates the families' labels).
-_TITLES = {"rank": "Top-K accuracy", "div": "Diversity & coverage", "overfit": "Overfitting"}
+# The report's section titles, with what their figures average over.
+_TITLES = {"rank": "Top-K accuracy (each a mean over the evaluation's queries)",
+           "div": "Diversity & coverage (coverage, gini, entropy: item counts pooled over all queries' top-K lists; "
+                  "novelty: mean over recommended items; ild, arp, aplt: means over queries)",
+           "overfit": "Overfitting (probe/: losses per example on fixed probe examples; epoch/: the epoch logs)"}
+
+
+def _averaged_over(payload: dict) -> str:
+    """ "943 queries, one per user_id" from a group_table record (older records: the count only)."""
+    queries = payload.get("queries", "?")
+    if "query_key" not in payload:
+        return f"{queries} queries"
+    key = payload["query_key"]
+    return f"{queries} queries, one per {key}" if key else f"{queries} queries, one per test row"
 
 
 def firing(alerts: Sequence[dict], at_least: str) -> list[dict]:
