@@ -20,6 +20,11 @@ elif getattr(vars(_sys.modules["tensorflow"]).get("keras"), "__dict__", {}).get(
     # tfrs_diag plugin after importing it): the choice is still open, so make the same one.
     _os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+from tfrs_diag import _startup  # noqa: E402
+
+if _startup.is_command():  # the tfrs-diag console command: TensorFlow's start-up lines held back
+    _startup.quiet_tensorflow_import()
+
 from tfrs_diag import _keras  # noqa: E402,F401  (fails early, with the fix, on Keras 3)
 
 __version__ = "0.1.0"

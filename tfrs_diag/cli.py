@@ -98,7 +98,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from tfrs_diag.views import report
 
     try:
-        lines, alerts = report.report_lines(args.logdir)
+        lines, alerts = report.report_lines(args.logdir, verbose=int(sys.stderr.isatty()))
     except FileNotFoundError:
         raise UsageError(f"LOGDIR: {args.logdir!r} is not a directory; pass the --logdir you trained with") from None
     if lines:  # the runs, and what could not be read
