@@ -85,7 +85,8 @@ class ExplanationCallback(tf.keras.callbacks.Callback):
         from tfrs_diag.explain import explainer
 
         if self._explainer is None:
-            self._explainer = explainer(self.method, self.model, self.background, **self.options)
+            # No progress bar inside fit: Keras' own line is the progress there.
+            self._explainer = explainer(self.method, self.model, self.background, **{"verbose": 0, **self.options})
         else:
             self._explainer.refresh()  # the tables trained since the last call
         return self._explainer

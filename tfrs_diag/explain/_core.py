@@ -46,6 +46,19 @@ def _example_labels(examples: Mapping[str, Any], n: int, label_key: str | Sequen
     return [" ".join(text(c[i]) for c in cols) for i in range(n)]
 
 
+class Progress:
+    """Keras' `Progbar` over chunks of work, or nothing: shown only when asked and worth it (2+ chunks)."""
+
+    def __init__(self, total: int, unit: str, show: bool):
+        self.done = 0
+        self._bar = tf.keras.utils.Progbar(total, unit_name=unit) if show and total >= 2 else None
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(self.done)
+
+
 class Explainer:
     """Base of the attribution methods: ``Method(model, background, ...).attribute(examples)``.
 
@@ -78,6 +91,8 @@ class Explainer:
         space (raw feature values swapped with background rows, the whole model called
         per coalition; a warning says why). ``"embedding"``: raise instead of falling
         back. ``"input"``: always swap raw values.
+      verbose: 1 shows a progress bar while `attribute` works through several chunks of
+        examples (or, for permutation importance, of shuffles); 0 is silent.
 
     The user's feature dicts are never modified (the models are called on copies).
     """
@@ -90,7 +105,7 @@ class Explainer:
     def __init__(self, model, background: Mapping[str, Any] | None = None, *, baseline: str | None = None,
                  groups=None, label_key: str | Sequence[str] | None = None, max_batch_rows: int = MAX_BATCH_ROWS,
                  output=None, query_model=None, candidate_model=None, query_features=None, candidate_features=None,
-                 space: str = "auto"):
+                 space: str = "auto", verbose: int = 1):
         if baseline is None:
             baseline = "background" if background is not None else "mean"
         if baseline not in BASELINES:
@@ -110,6 +125,7 @@ class Explainer:
         self.baseline = baseline
         self.label_key = label_key
         self.max_batch_rows = max_batch_rows
+        self.verbose = verbose
         self._background = background
         self._baseline_rows: np.ndarray | None = None
         # Validates the background early and fixes the layout; handed to the first baseline_rows().
@@ -267,8 +283,15 @@ class Explainer:
         """``[n]`` value of the empty coalition: the mean output over the baseline rows."""
         return self.coalition_values(rows, np.zeros((1, self.num_groups), np.float32))[:, 0]
 
-    def coalition_values(self, rows: np.ndarray, masks: np.ndarray) -> np.ndarray:
-        """``[n, C]`` coalition values v(S) of examples ``rows`` for 0/1 ``masks`` ``[C, groups]``."""
+    def progress(self, total: int, unit: str = "example chunk") -> Progress:
+        """A progress bar over ``total`` chunks of work, shown when `verbose` and there are 2 or more."""
+        return Progress(total, unit, bool(getattr(self, "verbose", 0)))
+
+    def coalition_values(self, rows: np.ndarray, masks: np.ndarray, *, progress: bool = False) -> np.ndarray:
+        """``[n, C]`` coalition values v(S) of examples ``rows`` for 0/1 ``masks`` ``[C, groups]``.
+
+        ``progress``: show a bar over the chunks of examples (for the call that does the work).
+        """
         masks = np.asarray(masks, dtype=np.float32)
         bg = self.baseline_rows()
         n, c, m = rows.shape[0], masks.shape[0], bg.shape[0]
@@ -278,12 +301,15 @@ class Explainer:
         ne = min(n, max(1, cap // (cc * mb)))
         fn = self._fn("coalitions")
         out = np.zeros((n, c), dtype=np.float64)
+        bar = self.progress(-(-n // ne)) if progress else None
         for i in range(0, n, ne):
             ex = tf.constant(rows[i:i + ne])
             for j in range(0, c, cc):
                 mk = tf.constant(masks[j:j + cc])
                 for k in range(0, m, mb):
                     out[i:i + ne, j:j + cc] += fn(ex, mk, tf.constant(bg[k:k + mb])).numpy()
+            if bar is not None:
+                bar.advance()
         return out / m
 
     def attribute(self, examples: Mapping[str, Any], labels: Sequence[str] | None = None):

@@ -101,10 +101,12 @@ class IntegratedGradients(Explainer):
         fn = self._fn("ig")
         alphas, weights = tf.constant(self.alphas, tf.float32), tf.constant(self.weights, tf.float32)
         cols = np.zeros(rows.shape, dtype=np.float64)
+        bar = self.progress(-(-n // ne))
         for i in range(0, n, ne):
             ex = tf.constant(rows[i:i + ne])
             for k in range(0, m, mb):
                 cols[i:i + ne] += fn(ex, tf.constant(bg[k:k + mb]), alphas, weights).numpy()
+            bar.advance()
         cols /= m
         values = np.zeros((n, self.num_groups + 1))
         np.add.at(values.T, self.space.col_group, cols.T)

@@ -84,7 +84,7 @@ class LimeSurrogate(Explainer):
     def attribute(self, examples: Mapping[str, Any], labels: Sequence[str] | None = None) -> Attribution:
         rows, outputs, labels = self._prepare(examples, labels)
         masks = self.coalitions()
-        v = self.coalition_values(rows, masks)
+        v = self.coalition_values(rows, masks, progress=True)
         coef, intercept, r2 = weighted_linear_fit(masks, v, lime_weights(masks, self.kernel_width))
         return self._finish(Attribution(self.method, coef, intercept, outputs, self.group_names, labels, fidelity=r2,
                            extras={"coalitions": int(masks.shape[0]), "kernel_width": self.kernel_width,

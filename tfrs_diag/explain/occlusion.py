@@ -32,6 +32,6 @@ class Occlusion(Explainer):
         rows, outputs, labels = self._prepare(examples, labels)
         g = self.num_groups
         masks = np.concatenate([np.zeros((1, g)), 1.0 - np.eye(g)]).astype(np.float32)
-        v = self.coalition_values(rows, masks)
+        v = self.coalition_values(rows, masks, progress=True)
         return self._finish(Attribution(self.method, outputs[:, None] - v[:, 1:], v[:, 0], outputs, self.group_names, labels,
                            extras={"baseline": self.baseline}))

@@ -171,6 +171,7 @@ class PermutationImportance(Explainer):
                 a, b = self.space.slices[f]
                 query_cols[a:b] = True
         drops = np.zeros((self.repeats, g))
+        bar = self.progress(g * self.repeats, unit="shuffle")
         for j in range(g):
             cols = np.flatnonzero(self.space.col_group == j)
             for r in range(self.repeats):
@@ -191,6 +192,7 @@ class PermutationImportance(Explainer):
                         c = base_c
                     value = self._recall(q, c, positives)
                 drops[r, j] = sign * (value - base)
+                bar.advance()
         std = drops.std(axis=0, ddof=1) if self.repeats > 1 else np.zeros(g)
         return self._finish(Attribution(self.method, drops.mean(axis=0)[None], base, [base], self.group_names,
                            labels or [f"{self.metric} drop"], stderr=(std / np.sqrt(self.repeats))[None],

@@ -110,7 +110,11 @@ class Shapley(Explainer):
         if self.mode == "exact":
             # Examples in chunks: the (example, background row, column) comparisons stay bounded.
             step = max(1, 16 * self.max_batch_rows // max(1, self.baseline_rows().shape[0] * rows.shape[1]))
-            parts = [self._exact(rows[lo:lo + step]) for lo in range(0, rows.shape[0], step)]
+            bar = self.progress(-(-rows.shape[0] // step))
+            parts = []
+            for lo in range(0, rows.shape[0], step):
+                parts.append(self._exact(rows[lo:lo + step]))
+                bar.advance()
             values, evaluated = np.concatenate([p[0] for p in parts]), sum(p[1] for p in parts)
             return self._finish(Attribution(self.method, values, self.base_values(rows), outputs, self.group_names, labels,
                                extras={"mode": "exact", "coalitions": 1 << self.num_groups,
@@ -157,7 +161,7 @@ class Shapley(Explainer):
         perms = np.concatenate([perms, perms[:, ::-1]])  # antithetic: each permutation and its reverse
         masks = permutation_masks(perms).reshape(-1, f)
         unique, inverse = np.unique(masks, axis=0, return_inverse=True)
-        v = self.coalition_values(rows, unique)[:, inverse.reshape(-1)].reshape(rows.shape[0], 2 * pairs, f + 1)
+        v = self.coalition_values(rows, unique, progress=True)[:, inverse.reshape(-1)].reshape(rows.shape[0], 2 * pairs, f + 1)
         steps = np.diff(v, axis=2)  # [n, P, F]: marginal of the group added at each step
         contrib = np.empty_like(steps)
         idx = np.arange(2 * pairs)[:, None]
