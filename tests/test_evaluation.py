@@ -240,6 +240,30 @@ def test_beyond_accuracy_fires_fairness_gap_for_a_popularity_model(data, tmp_pat
     assert ("exposure_concentration", "exposure_gini_at_20") in kinds
 
 
+
+def test_beyond_accuracy_pauses_its_detectors_on_a_diverged_model_and_resumes_when_finite(data, tmp_path):
+    model = models.TwoTowerModel(data.users["user_id"], data.items["item_id"], embedding_dim=8)
+    model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1))
+    # Thresholds that fire on any model: only the pause can keep them quiet.
+    cb = tfrs_diag.callbacks.BeyondAccuracy(str(tmp_path), data.test, data.items["item_id"], k=(10,),
+                                            user_group_keys=("user_group",), fairness_ratio=1.0, exposure_gini=0.01,
+                                            verbose=0)
+    cb.set_model(model)
+    model.item_model(tf.constant(data.items["item_id"][:2]))  # builds the table
+    table = model.item_model.layers[-1].embeddings
+    healthy = table.numpy()
+    table.assign(np.where(np.arange(healthy.shape[0])[:, None] % 3 == 0, np.nan, healthy))  # a diverged tower
+    cb.on_epoch_end(0, {})
+    cb.on_epoch_end(1, {})
+    result = cb.history[-1][1]
+    assert result.nonfinite_candidates == len(data.items["item_id"]) // 3 + (len(data.items["item_id"]) % 3 > 0)
+    assert "these top-K lists are arbitrary" in str(result)
+    assert cb.alerts == [] and len(cb.notes) == 1 and "pause" in cb.notes[0]
+    table.assign(healthy)
+    cb.on_epoch_end(2, {})
+    assert "resume" in cb.notes[-1]
+    assert {a.kind for a in cb.alerts} == {"fairness_gap", "exposure_concentration"}
+
 def test_factorized_metrics_in_a_retrieval_task_agree_with_factorized_top_k(data):
     class Model(tfrs.Model):
         def __init__(self):

@@ -39,7 +39,8 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
       per user-group key, moved to the new worst group when it changes, cleared when the
       gap closes), and ``exposure_concentration`` when the exposure Gini at the smallest
       K exceeds ``exposure_gini`` (`tfrs_diag.detectors.ExposureConcentration`). After an
-      evaluation with NaN/Inf metrics (a diverged model) both pause, with one note.
+      evaluation with NaN/Inf metrics or candidate embeddings (a diverged model: its top-K
+      lists are arbitrary) both pause, with one note, until the values are finite again.
 
     Args:
       log_dir: TensorBoard log directory.
@@ -205,7 +206,8 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
     def _check_alerts(self, result: EvaluationResult, step: int, epoch: int):
         k = result.ks[0]
         gini = result.metrics.get(f"exposure_gini_at_{k}")
-        note = self.pause.update(D.all_finite([result.metrics.get(self.alert_metric), gini]), step)
+        finite = D.all_finite([result.metrics.get(self.alert_metric), gini]) and not result.nonfinite_candidates
+        note = self.pause.update(finite, step)
         if note:
             self.notes.append(note)
             if self.verbose:

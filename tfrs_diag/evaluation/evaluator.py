@@ -223,7 +223,9 @@ class TopKEvaluator:
             if progress is not None:
                 progress.update(i + 1)
         result = collect_results(metrics, self.ks, q.group_names, lambda: reader.read(*out))
-        return dataclasses.replace(result, query_key=self.query_key)
+        # A diverged tower's top-K lists are arbitrary: say so, so that no one reads them as findings.
+        bad_rows = int(tf.reduce_sum(tf.cast(tf.logical_not(tf.reduce_all(tf.math.is_finite(cand), axis=1)), tf.int32)))
+        return dataclasses.replace(result, query_key=self.query_key, nonfinite_candidates=bad_rows)
 
     def _batches(self, q: Queries) -> list:
         """The query batches as tensors, built once: they are the same at every evaluation."""

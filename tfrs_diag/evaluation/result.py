@@ -28,6 +28,8 @@ class EvaluationResult(Mapping[str, float]):
     exposure_lorenz: dict[int, dict[str, list[float]]] = dataclasses.field(default_factory=dict)
     #: What a query is: the feature queries are grouped by ("user_id"), or None (one per test row).
     query_key: str | None = None
+    #: Candidates whose embedding holds NaN/Inf (a diverged tower: the top-K lists mean nothing).
+    nonfinite_candidates: int = 0
 
     @property
     def averaged_over(self) -> str:
@@ -50,11 +52,14 @@ class EvaluationResult(Mapping[str, float]):
     def to_dict(self) -> dict[str, Any]:
         return {"metrics": dict(self.metrics), "tables": self.tables, "item_groups": self.item_group_table,
                 "ks": list(self.ks), "queries": self.queries, "query_key": self.query_key,
-                "missing_positives": self.missing_positives}
+                "missing_positives": self.missing_positives, "nonfinite_candidates": self.nonfinite_candidates}
 
     def __str__(self) -> str:
         lines = [f"means over {self.averaged_over}, K = {', '.join(map(str, self.ks))}"
                  + (f", {self.missing_positives} positives not in the candidate set" if self.missing_positives else "")]
+        if self.nonfinite_candidates:
+            lines.append(f"WARNING: {self.nonfinite_candidates} candidate embeddings hold NaN/Inf (a diverged "
+                         "candidate tower): these top-K lists are arbitrary")
         families = [("accuracy", ("recall", "ndcg", "mrr", "hit_rate")),
                     ("diversity", ("coverage", "gini", "entropy_norm", "novelty", "ild")),
                     ("popularity", ("arp", "aplt", "pop_rsp", "pop_reo")),
