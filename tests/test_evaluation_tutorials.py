@@ -209,7 +209,8 @@ def test_towers_passed_as_objects_or_attribute_names(trained, zoo, tmp_path):
     _same(_evaluate(renamed, case, query_model=renamed.users, candidate_model=renamed.titles), default)
     # A model whose towers are the tutorials' under other names: BeyondAccuracy takes the names too.
     cb = BeyondAccuracy(str(tmp_path), case.validation, case.candidates, k=K, query_key="user_id",
-                        item_key="movie_title", query_model="users", candidate_model="titles", verbose=0)
+                        item_key="movie_title", query_model="users", candidate_model="titles", log_metrics="all",
+                        verbose=0)
     cb.set_model(renamed)
     logs: dict = {}
     cb.on_epoch_end(0, logs)
