@@ -84,3 +84,31 @@ def test_read_run_lists_a_cut_short_file_and_keeps_its_whole_records(tmp_path):
         assert len(run.skipped) == 1 and "cut short" in run.skipped[0][1]
     path.write_bytes(whole)
     assert events.read_run(str(tmp_path / "train")).skipped == []
+
+
+def test_every_alert_kind_links_to_a_view_and_charts_name_schema_tags():
+    assert set(schema.ALERT_VIEWS) == set(schema.ALERT_KINDS)
+    assert all(isinstance(v, str) and v for v in schema.ALERT_VIEWS.values())
+    sent = schema.frontend_schema()
+    assert sent["alert_views"] == schema.ALERT_VIEWS and sent["alert_kinds"] == list(schema.ALERT_KINDS)
+    # Chart rules group tags the schema names; x units are what the writers count.
+    for rule in schema.CHART_RULES:
+        assert any(rule.prefix.startswith(s.tag) for s in schema.TAG_TABLE if s.is_prefix), rule.prefix
+        # One chart per {name} under the prefix, or one chart for the prefix's own tags.
+        assert rule.series and "{name}" in rule.quantity or rule.prefix in schema.TAGS.values()
+    assert schema.x_unit(schema.TAGS["overfit_epoch"] + "loss/train") == "epoch"
+    assert schema.x_unit(schema.TAGS["overfit_probe"] + "gap") == "step"
+    assert {s["x"] for s in sent["tag_specs"]} == {"step", "epoch"}
+    assert all(f["over"] for f in sent["families"])  # every family's figures say what a point stands for
+
+
+def test_active_alerts_are_the_latest_record_per_kind_and_subject_unless_cleared():
+    def alert(kind, subject, step, status="firing", severity="warning"):
+        return {"kind": kind, "subject": subject, "step": step, "epoch": step // 10, "status": status,
+                "severity": severity}
+
+    history = [alert("a", "x", 1), alert("a", "x", 2, "cleared"), alert("a", "x", 5), alert("a", "x", 7),
+               alert("b", "y", 3, severity="critical"), alert("c", "z", 4), alert("c", "z", 6, "cleared")]
+    active = schema.active_alerts(history)
+    assert [(a["kind"], a["since_step"], a["step"]) for a in active] == [("b", 3, 3), ("a", 5, 7)]
+    assert active[1]["since_epoch"] == 0 and schema.active_alerts([]) == []
