@@ -8,6 +8,7 @@ import glob
 import json
 import math
 import os
+import pathlib
 import re
 import shutil
 import socket
@@ -27,7 +28,9 @@ from tfrs_diag.views.tensorboard import plugin as P
 from tfrs_diag.views.tensorboard import reader as R, series as S
 
 ROUTE = "/data/plugin/tfrs_diag/"
-INDEX_JS = os.path.join(os.path.dirname(P.__file__), "static", "index.js")
+STATIC = pathlib.Path(P.__file__).parent / "static"
+INDEX_JS = str(STATIC / "index.js")
+FRONT_END = sorted(STATIC.glob("*.js"))
 XSS_GROUP = "<img src=x onerror=alert(1)>"
 XSS_FEATURE = "<script>alert(2)</script>"
 NAN_STEP = 30
@@ -59,17 +62,47 @@ def _train_logs(logdir: str) -> None:
     summary.close_writer(logdir, "validation")
 
 
+# OverfittingMonitor's epoch curves of the synthetic run (at the epoch index): a loss whose
+# values span three decades (log scale), and validation above train.
+EPOCH_TRAIN = [30000.0, 900.0, 200.0, 60.0, 20.0]
+EPOCH_VAL = [31000.0, 1200.0, 500.0, 400.0, 420.0]
+COUNT = 700  # a count the page must show whole (it once showed "7")
+COUNT_STEP = 45
+
+
 def _synthetic_logs(logdir: str) -> None:
-    """A run with what the other callbacks write: overfitting curves, a NaN gradient norm,
-    three alerts at one step, an attribution table and a record type the plugin does not know."""
+    """A run with what the other callbacks write: overfitting curves per epoch and per probe,
+    a NaN gradient norm, an exploding global norm, three alerts at one step, an alert that
+    fired, cleared and fired again, an embedding row count of exactly `COUNT`, an
+    attribution table and a record type the plugin does not know."""
     writer = summary.writer_for(logdir, "synthetic")
+    epoch_tag = lambda *parts: schema.TAGS["overfit_epoch"] + "/".join(parts)  # noqa: E731
+    probe_tag = lambda leaf: schema.TAGS["overfit_probe"] + leaf  # noqa: E731
     with writer.as_default():
         for step in range(0, 100, 5):
             for layer, scale in (("tower/dense", 1.0), ("tower/embedding", 0.01)):
                 value = float("nan") if (step == NAN_STEP and layer == "tower/dense") else scale * (1 + step)
                 summary.write_scalar(summary.tag("grad", "layer_norm", layer), value, step)
+            summary.write_scalar(schema.TAGS["grad_global_norm"], 10 ** (step / 25), step)  # 1 .. 6300
             summary.write_scalar(summary.tag("overfit", "gap", "loss"), 0.01 * step, step)
             summary.write_scalar(summary.tag("overfit", "probe", "train_recall"), 0.5 + 0.004 * step, step)
+            heldout, seen = 5.0 + 0.01 * step, 5.0 - 0.02 * step
+            summary.write_scalar(probe_tag("heldout_loss"), heldout, step)
+            summary.write_scalar(probe_tag("seen_loss"), seen, step)
+            summary.write_scalar(probe_tag("gap"), heldout - seen, step)
+            rows = COUNT if step == COUNT_STEP else 600 + step
+            summary.write_scalar(summary.tag("embed", "unique_rows", "tower/embedding"), float(rows), step)
+        for epoch, (train, val) in enumerate(zip(EPOCH_TRAIN, EPOCH_VAL)):
+            summary.write_scalar(epoch_tag("loss", "train"), train, epoch)
+            summary.write_scalar(epoch_tag("loss", "val"), val, epoch)
+            summary.write_scalar(epoch_tag("loss", "gap"), val - train, epoch)
+            summary.write_scalar(epoch_tag("loss", "relative_gap"), (val - train) / train, epoch)
+            # A loss summed over the batch: train and validation only, no gap rows.
+            summary.write_scalar(epoch_tag("sum_loss", "train"), 100 * train, epoch)
+            summary.write_scalar(epoch_tag("sum_loss", "val"), 100 * val, epoch)
+            if epoch >= 2:
+                summary.write_scalar(epoch_tag("trend", "val_loss", "slope"), 10.0 * epoch, epoch)
+                summary.write_scalar(epoch_tag("trend", "val_loss", "p_worse"), 0.2 / epoch, epoch)
         summary.write_record(summary.tag("explain", "attributions"), "attribution_table", {
             "method": "shapley", "group_names": ["user_id", XSS_FEATURE, "item_category"],
             "examples": ["u1 -> i9", "u2 -> i3"], "values": [[0.5, -0.25, 0.125], [0.0, 1.5, -2.0]],
@@ -80,6 +113,9 @@ def _synthetic_logs(logdir: str) -> None:
         log.fire(summary.Alert("exploding_gradients", "warning", 50, 0, subject, f"{subject} exploded."))
     log.fire(summary.Alert("nonfinite_gradients", "critical", NAN_STEP, 0, "tower/dense", "NaN here."))
     log.clear("exploding_gradients", "tower/bias", 60, 0)
+    log.fire(summary.Alert("vanishing_gradients", "warning", 70, 0, "tower/embedding", "Vanished."))
+    log.clear("vanishing_gradients", "tower/embedding", 80, 0)
+    log.fire(summary.Alert("vanishing_gradients", "warning", 90, 1, "tower/embedding", "Vanished again."))
     summary.close_writer(logdir, "synthetic")
 
 
@@ -193,7 +229,40 @@ def test_overview_has_the_alerts_fired_at_one_step_with_both_loaders(client):
                      ("exploding_gradients", "tower/dense", 50, "firing"),
                      ("exploding_gradients", "tower/embedding", 50, "firing"),
                      ("exploding_gradients", "tower/bias", 50, "firing"),
-                     ("exploding_gradients", "tower/bias", 60, "cleared")]
+                     ("exploding_gradients", "tower/bias", 60, "cleared"),
+                     ("vanishing_gradients", "tower/embedding", 70, "firing"),
+                     ("vanishing_gradients", "tower/embedding", 80, "cleared"),
+                     ("vanishing_gradients", "tower/embedding", 90, "firing")]
+
+
+def _still_open(alerts) -> dict[tuple, tuple]:
+    """(kind, subject) -> (severity, since step) of alerts whose latest record is not a clear."""
+    state: dict[tuple, tuple] = {}
+    for a in sorted(alerts, key=lambda a: a["step"]):
+        key = (a["kind"], a["subject"])
+        if a.get("status") == "cleared":
+            state.pop(key, None)
+        else:
+            state.setdefault(key, (a["severity"], a["step"]))
+    return state
+
+
+@pytest.mark.parametrize("run", ["synthetic", "validation"])
+def test_overview_has_the_active_alerts_and_what_fired_and_cleared_with_both_loaders(client, logdir, run):
+    _, r = get(client, "overview", run=run)
+    written = summary.read_run(os.path.join(logdir, run)).alerts()
+    active = r.json["active_alerts"]
+    assert {(a["kind"], a["subject"]): (a["severity"], a["since_step"]) for a in active} == _still_open(written)
+    assert r.json["alert_counts"] == {"fired": sum(a.get("status") != "cleared" for a in written),
+                                      "cleared": sum(a.get("status") == "cleared" for a in written)}
+    ranks = [schema.SEVERITY_ORDER[a["severity"]] for a in active]
+    assert ranks == sorted(ranks, reverse=True)  # worst first
+    if run == "synthetic":
+        # Fired at 70, cleared at 80, fired again at 90: active since 90; the bias one cleared for good.
+        assert ("vanishing_gradients", "tower/embedding") in {(a["kind"], a["subject"]) for a in active}
+        assert next(a for a in active if a["kind"] == "vanishing_gradients")["since_step"] == 90
+        assert ("exploding_gradients", "tower/bias") not in {(a["kind"], a["subject"]) for a in active}
+        assert active[0]["kind"] == "nonfinite_gradients" and active[0]["since_epoch"] == 0
 
 
 def test_overview_of_the_evaluation_run_has_alerts_tables_and_lorenz_curves(client, logdir):
@@ -240,7 +309,9 @@ def test_overview_gradient_heatmap_names_layers_and_marks_the_nan(client, logdir
     assert hm["rows"] == ["tower/dense", "tower/embedding"]
     assert hm["nonfinite"] == [[0, NAN_STEP]]
     overfit = {t for t in r.json["scalars"] if t.startswith("tfrs_diag/overfit/")}
-    assert overfit == {"tfrs_diag/overfit/gap/loss", "tfrs_diag/overfit/probe/train_recall"}
+    assert {"tfrs_diag/overfit/gap/loss", "tfrs_diag/overfit/probe/train_recall", "tfrs_diag/overfit/epoch/loss/val",
+            "tfrs_diag/overfit/epoch/trend/val_loss/p_worse"} <= overfit
+    assert [s for s, _ in r.json["scalars"]["tfrs_diag/overfit/epoch/loss/train"]] == list(range(len(EPOCH_TRAIN)))
     assert set(r.json["records"]) == {"attribution_table", "mystery_table"}
 
 
@@ -264,7 +335,7 @@ def test_records_route_returns_every_record_of_a_tag(client):
     payload = r.json["records"][0]["payload"]
     assert payload["group_names"][1] == XSS_FEATURE and payload["values"][1] == [0.0, 1.5, -2.0]
     code, r = get(client, "records", run="synthetic", tag="tfrs_diag/alerts")
-    assert code == 200 and len(r.json["alerts"]) == 5
+    assert code == 200 and len(r.json["alerts"]) == 8
 
 
 @pytest.mark.parametrize("route, params", [

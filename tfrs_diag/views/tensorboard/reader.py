@@ -257,6 +257,10 @@ def overview(reader: LogReader, run: str, listing: Mapping[str, Any],
     return {
         "run": run,
         "alerts": alerts,
+        # The page's summary: what is still wrong, and how many fired and went away.
+        "active_alerts": schema.active_alerts(alerts),
+        "alert_counts": {"fired": sum(a.get("status") != "cleared" for a in alerts),
+                         "cleared": sum(a.get("status") == "cleared" for a in alerts)},
         "gradients": {
             "layer_norm": heatmap(layer_series),
             "variables": sum(1 for t in scalar_tags if t.startswith(schema.TAGS["grad_norm"])),
