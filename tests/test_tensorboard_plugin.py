@@ -204,6 +204,68 @@ def test_expand_alert_records_flattens_same_step_records_once():
     assert summary.expand_alert_records(records[1:]) == [a, b, {**a, "step": 7}]  # only the last of step 5 kept
 
 
+# ---------------------------------------------------------------- the front end's pure modules, in node
+
+
+def _node(script: str, stdin: str = "") -> object:
+    """Runs an ES module script with node; returns what it printed as JSON."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the front end's pure modules (format.js, grouping.js) are tested in node")
+    done = subprocess.run([node, "--input-type=module", "-e", script], input=stdin, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _import(module: str, *names: str) -> str:
+    return f"import {{{', '.join(names)}}} from '{(STATIC / module).as_uri()}';\n"
+
+
+def _num(values, digits: int = 3) -> list[str]:
+    # JSON has no NaN/Infinity: those are sent as the strings the page receives.
+    return _node(_import("format.js", "num") + "import {readFileSync} from 'fs';\n"
+                 "const xs = JSON.parse(readFileSync(0, 'utf8'));\n"
+                 f"console.log(JSON.stringify(xs.map((x) => num(x, {digits}))));", json.dumps(values))
+
+
+def test_num_shows_counts_whole_and_decimals_without_trailing_zero_damage():
+    cases = {700: "700", 100: "100", 300: "300", 12345: "12345", 999_999: "999999", 1_000_000: "1000000", 0: "0",
+             -700: "-700", 0.5: "0.5", 0.125: "0.125", 1.50: "1.5", -0.5: "-0.5", 2.0: "2", 12.34: "12.3",
+             3e-7: "3e-7", -3e-7: "-3e-7", 2.5e9: "2.5e9", 1.25e-4: "1.25e-4", "nan": "nan", "inf": "inf",
+             "-inf": "-inf"}
+    assert dict(zip(cases, _num(list(cases)))) == cases
+
+
+def test_num_round_trips_within_its_precision():
+    rng = np.random.default_rng(0)
+    ints = [int(v) for v in rng.integers(-1_000_000, 1_000_001, size=300)]
+    assert _num(ints) == [str(v) for v in ints]  # every digit of a count
+    floats = [float(v) for v in rng.choice([-1, 1], 400) * 10 ** rng.uniform(-12, 12, 400)]
+    for digits, tolerance in ((3, 5e-3), (6, 5e-6)):
+        for x, text in zip(floats, _num(floats, digits)):
+            assert float(text) == pytest.approx(x, rel=tolerance), (x, text)
+            mantissa = text.split("e")[0]
+            assert not ("." in mantissa and mantissa.endswith(("0", "."))), text  # no trailing zeros
+            assert ("e" in text) == (not 1e-3 <= abs(x) < 1e6), (x, text)
+            assert "+" not in text
+
+
+def test_tick_labels_tell_close_ticks_apart():
+    ticks = [1419.6, 1419.8, 1420.0, 1420.2]
+    labels = _node(_import("format.js", "tickLabels") + f"console.log(JSON.stringify(tickLabels({ticks})));")
+    assert len(set(labels)) == len(ticks) and [float(t) for t in labels] == ticks
+
+
+def test_labels_say_how_many_queries_a_figure_averages_over():
+    payloads = [{"queries": 943, "query_key": "user_id"}, {"queries": 943, "query_key": None}, {"queries": 943},
+                {"queries": 1}, {}]
+    out = _node(_import("format.js", "averagedOver") + "import {readFileSync} from 'fs';\n"
+                "console.log(JSON.stringify(JSON.parse(readFileSync(0, 'utf8')).map(averagedOver)));", json.dumps(payloads))
+    assert out == ["averaged over 943 queries (one per user_id)", "averaged over 943 queries (one per test row)",
+                   "averaged over 943 queries", "averaged over 1 query", ""]
+
+
 # ---------------------------------------------------------------- routes
 
 
