@@ -266,6 +266,49 @@ def test_labels_say_how_many_queries_a_figure_averages_over():
                    "averaged over 943 queries", "averaged over 1 query", ""]
 
 
+def _chart_groups(tags) -> list[dict]:
+    return _node(_import("grouping.js", "chartGroups") + "import {readFileSync} from 'fs';\n"
+                 "const {tags, schema} = JSON.parse(readFileSync(0, 'utf8'));\n"
+                 "console.log(JSON.stringify(chartGroups(tags, schema)));",
+                 json.dumps({"tags": tags, "schema": schema.frontend_schema()}))
+
+
+def _leaf(tag: str) -> str:
+    return tag.rsplit("/", 1)[-1]
+
+
+def _metric(tag: str, prefix: str) -> str:
+    return tag[len(prefix):].rsplit("/", 1)[0]
+
+
+def test_chart_groups_put_one_quantity_on_each_axis(logdir):
+    tags = sorted(summary.read_run(os.path.join(logdir, "synthetic")).scalars)
+    groups = _chart_groups(tags)
+    assert sorted(t["tag"] for g in groups for t in g["series"]) == tags  # every tag on exactly one chart
+    epoch, probe = schema.TAGS["overfit_epoch"], schema.TAGS["overfit_probe"]
+    chart_of = {t["tag"]: i for i, g in enumerate(groups) for t in g["series"]}
+    for g in groups:
+        chart_tags = [t["tag"] for t in g["series"]]
+        # What each tag's step counts (OverfittingMonitor writes epoch/ at the epoch index).
+        assert {g["x"]} == {"epoch" if t.startswith(epoch) else "step" for t in chart_tags}, chart_tags
+        leaves = {_leaf(t) for t in chart_tags}
+        if all(t.startswith(epoch) for t in chart_tags):
+            # Train and validation of one metric, or one difference or trend statistic alone.
+            assert leaves <= {"train", "val"} or len(leaves) == 1, chart_tags
+            assert len({_metric(t, epoch) for t in chart_tags}) == 1, chart_tags
+        if all(t.startswith(probe) for t in chart_tags):
+            assert leaves <= {"heldout_loss", "seen_loss"} or len(leaves) == 1, chart_tags
+        assert len(set(g["quantity"] for g in groups if set(t["tag"] for t in g["series"]) & set(chart_tags))) == 1
+    assert chart_of[epoch + "loss/train"] == chart_of[epoch + "loss/val"]
+    assert len({chart_of[epoch + f"loss/{leaf}"] for leaf in ("train", "gap", "relative_gap")}) == 3
+    assert chart_of[epoch + "trend/val_loss/slope"] != chart_of[epoch + "trend/val_loss/p_worse"]
+    assert chart_of[probe + "heldout_loss"] == chart_of[probe + "seen_loss"] != chart_of[probe + "gap"]
+    # A metric written without gap rows (a loss summed over the batch) gets its curves and nothing else.
+    assert [g for g in groups if any(t["tag"].startswith(epoch + "sum_loss/") for t in g["series"])] == \
+        [groups[chart_of[epoch + "sum_loss/train"]]]
+    assert [t["name"] for t in groups[chart_of[epoch + "loss/train"]]["series"]] == ["train", "validation"]
+
+
 # ---------------------------------------------------------------- routes
 
 
