@@ -73,8 +73,8 @@ COUNT_STEP = 45
 def _synthetic_logs(logdir: str) -> None:
     """A run with what the other callbacks write: overfitting curves per epoch and per probe,
     a NaN gradient norm, an exploding global norm, three alerts at one step, an alert that
-    fired, cleared and fired again, an embedding row count of exactly `COUNT`, an
-    attribution table and a record type the plugin does not know."""
+    fired, cleared and fired again, a per-group table and an embedding row count of
+    exactly `COUNT`, an attribution table and a record type the plugin does not know."""
     writer = summary.writer_for(logdir, "synthetic")
     epoch_tag = lambda *parts: schema.TAGS["overfit_epoch"] + "/".join(parts)  # noqa: E731
     probe_tag = lambda leaf: schema.TAGS["overfit_probe"] + leaf  # noqa: E731
@@ -103,6 +103,10 @@ def _synthetic_logs(logdir: str) -> None:
             if epoch >= 2:
                 summary.write_scalar(epoch_tag("trend", "val_loss", "slope"), 10.0 * epoch, epoch)
                 summary.write_scalar(epoch_tag("trend", "val_loss", "p_worse"), 0.2 / epoch, epoch)
+        summary.write_record(schema.TAGS["fair_groups"], "group_table", {
+            "epoch": 1, "ks": [10], "queries": 1000, "query_key": "user_id", "item_groups": [],
+            "user_groups": {"user_group": [{"group": "heavy", "count": COUNT, "ndcg_at_10": 0.25},
+                                           {"group": "light", "count": 1000 - COUNT, "ndcg_at_10": 0.125}]}}, 90)
         summary.write_record(summary.tag("explain", "attributions"), "attribution_table", {
             "method": "shapley", "group_names": ["user_id", XSS_FEATURE, "item_category"],
             "examples": ["u1 -> i9", "u2 -> i3"], "values": [[0.5, -0.25, 0.125], [0.0, 1.5, -2.0]],
@@ -417,7 +421,7 @@ def test_overview_gradient_heatmap_names_layers_and_marks_the_nan(client, logdir
     assert {"tfrs_diag/overfit/gap/loss", "tfrs_diag/overfit/probe/train_recall", "tfrs_diag/overfit/epoch/loss/val",
             "tfrs_diag/overfit/epoch/trend/val_loss/p_worse"} <= overfit
     assert [s for s, _ in r.json["scalars"]["tfrs_diag/overfit/epoch/loss/train"]] == list(range(len(EPOCH_TRAIN)))
-    assert set(r.json["records"]) == {"attribution_table", "mystery_table"}
+    assert set(r.json["records"]) == {"attribution_table", "mystery_table", "group_table"}
 
 
 def test_scalars_by_tag_and_prefix_are_downsampled(client):
@@ -483,6 +487,9 @@ def test_static_files_page_and_frontend_metadata(client, logdir):
     assert response.status_code == 200 and "javascript" in response.headers["Content-Type"]
     assert b"export async function render" in response.data
     assert b".innerHTML" not in response.data  # every user string goes in through textContent
+    for module in FRONT_END:  # the modules index.js imports, by relative path
+        served = client.get(ROUTE + "static/" + module.name)
+        assert "javascript" in served.headers["Content-Type"] and served.data == module.read_bytes()
     assert client.get(ROUTE + "static/style.css").headers["Content-Type"].startswith("text/css")
     page = client.get(ROUTE + "page")
     assert page.status_code == 200 and b'import("./static/index.js")' in page.data
@@ -524,8 +531,10 @@ def test_runs_hands_the_front_end_the_schema(client):
 
 
 def test_front_end_spells_no_tag_and_asks_only_for_names_the_schema_has():
-    js = open(INDEX_JS, encoding="utf-8").read()
+    assert {p.name for p in FRONT_END} >= {"index.js", "format.js", "grouping.js", "chart.js", "dom.js"}
+    js = "\n".join(p.read_text(encoding="utf-8") for p in FRONT_END)
     assert "tfrs_diag/" not in js  # not even in a comment: every tag comes from the runs route
+    assert ".innerHTML" not in js and "insertAdjacentHTML" not in js and "outerHTML" not in js
     keys = set(re.findall(r"tagOf\('([a-z_]+)'\)", js))
     families = set(re.findall(r"familyPrefix\('([a-z_]+)'\)", js))
     assert keys and keys <= set(schema.TAGS), keys - set(schema.TAGS)
@@ -533,6 +542,10 @@ def test_front_end_spells_no_tag_and_asks_only_for_names_the_schema_has():
     # Record-type names the page branches on are the schema's.
     used_types = set(re.findall(r"recordsOf\(data, '([a-z_]+)'\)", js))
     assert used_types and used_types <= set(schema.RECORD_TYPES)
+    # The summary links each alert kind to the view the schema names: one the page draws.
+    views = set(re.findall(r"^  \['([a-z]+)', '", open(INDEX_JS, encoding="utf-8").read(), re.M))
+    assert {"alerts", "gradients", "overfitting", "fairness"} <= views
+    assert set(schema.ALERT_VIEWS.values()) <= views, set(schema.ALERT_VIEWS.values()) - views
 
 
 def test_plugin_tag_names_come_from_the_schema():
@@ -698,11 +711,52 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]
 
 
+@pytest.fixture(scope="module")
+def browser_logdir(logdir, tmp_path_factory):
+    """The demo's logs (runs demo/train and demo/validation, as `tfrs-diag demo` writes them)
+    beside the runs of `logdir` (the hostile group name, the synthetic run)."""
+    path = tmp_path_factory.mktemp("browser_logs")
+    for run in ("train", "validation", "synthetic"):
+        shutil.copytree(os.path.join(logdir, run), path / run)
+    recipes.run_demo(str(path / "demo"), num_interactions=4000, epochs=2, batch_size=256, every_n_steps=2,
+                     histogram_every_n_steps=10, say=lambda *_: None)
+    return str(path)
+
+
+def _runs_of(logdir: str) -> dict[str, summary.RunData]:
+    """Every run under ``logdir`` as TensorBoard names it, read back with `read_run`."""
+    return {os.path.relpath(root, logdir): summary.read_run(root) for root, _, files in os.walk(logdir)
+            if any(f.startswith("events.out.tfevents.") for f in files)}
+
+
+def _screenshot(locator, name: str, tmp_path) -> None:
+    """A PNG in the test's folder and, when TFRS_DIAG_SCREENSHOTS names a folder, there too (docs/images)."""
+    locator.screenshot(path=str(tmp_path / name))
+    folder = os.environ.get("TFRS_DIAG_SCREENSHOTS")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        shutil.copyfile(tmp_path / name, os.path.join(folder, name))
+
+
+def _vertex(figure, run: "summary.RunData", tag: str, step: int) -> dict:
+    """Where, relative to the figure's SVG, the line of ``tag`` draws its point at ``step``."""
+    index = [s for s, v in run.scalars[tag] if math.isfinite(v)].index(step)
+    return figure.locator("svg.tfd-chart").evaluate("""(root, [tag, index]) => {
+        const line = [...root.querySelectorAll('polyline')].find((l) => l.dataset.tag === tag);
+        const [x, y] = line.getAttribute('points').trim().split(/\\s+/)[index].split(',').map(Number);
+        const box = root.getBoundingClientRect(), vb = root.viewBox.baseVal;
+        return {x: x * box.width / vb.width, y: y * box.height / vb.height};
+    }""", [tag, index])
+
+
 @pytest.mark.slow
-def test_tensorboard_shows_alerts_and_the_fairness_table_in_chromium(logdir, tmp_path):
+def test_tensorboard_shows_alerts_and_the_fairness_table_in_chromium(browser_logdir, tmp_path):
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)")
     playwright = pytest.importorskip("playwright.sync_api")
+    logdir = browser_logdir
+    runs = _runs_of(logdir)
+    assert {"demo/train", "demo/validation", "synthetic", "validation"} <= set(runs)
     tensorboard = shutil.which("tensorboard", path=os.path.dirname(sys.executable))
     port = _free_port()
     log = open(tmp_path / "tensorboard.log", "wb")
@@ -725,44 +779,171 @@ def test_tensorboard_shows_alerts_and_the_fairness_table_in_chromium(logdir, tmp
             time.sleep(0.25)
         assert listing and listing["tfrs_diag"]["enabled"], listing
 
-        dialogs = []
+        dialogs, errors = [], []
         with playwright.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(30_000)
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(base + "/#tfrs_diag")
             frame_el = page.wait_for_selector("iframe", timeout=60_000)
             frame = frame_el.content_frame()
             frame.wait_for_selector("#tfd-fairness table", timeout=60_000)
-            frame.wait_for_selector("#tfd-alerts table", timeout=10_000)
+            frame.wait_for_selector("#tfd-alerts table")
+            # Every run is checked (a usual logdir has few), so the summary covers them all.
+            frame.wait_for_function(f"document.querySelectorAll('.tfd-runs input:checked').length == {len(runs)}")
             text = frame.locator("body").inner_text()
             page.screenshot(path=str(tmp_path / "tfrs_diag.png"), full_page=True)
             frame_el.screenshot(path=str(tmp_path / "tfrs_diag_frame.png"))
+
+            # -- the summary: one line per active problem of every run, linked to its evidence, above the views.
+            rows = frame.locator("#tfd-summary tr[data-kind]")
+            shown = {(r.get_attribute("data-run"), r.get_attribute("data-kind"), r.get_attribute("data-subject"))
+                     for r in rows.all()}
+            expected = {(run, kind, subject): since for run, data in runs.items()
+                        for (kind, subject), (_, since) in _still_open(data.alerts()).items()}
+            assert shown == set(expected)
+            demo_active = {k for k in expected if k[0].startswith("demo/")}
+            assert demo_active and {k for k in shown if k[0].startswith("demo/")} == demo_active
+            severities = [schema.SEVERITY_ORDER[r.get_attribute("data-severity")] for r in rows.all()]
+            assert severities == sorted(severities, reverse=True)
+            for r in rows.all():
+                key = (r.get_attribute("data-run"), r.get_attribute("data-kind"), r.get_attribute("data-subject"))
+                assert f"step {expected[key]}" in r.inner_text()  # since when
+                link = r.locator("a.tfd-look")
+                view = schema.ALERT_VIEWS[key[1]]
+                target = view if frame.locator(f"#tfd-{view}").count() else "alerts"
+                assert link.get_attribute("href") == f"#tfd-{target}" and frame.locator(f"#tfd-{target}").count() == 1
+            fired = sum(a.get("status") != "cleared" for d in runs.values() for a in d.alerts())
+            cleared = sum(a.get("status") == "cleared" for d in runs.values() for a in d.alerts())
+            assert f"{fired} alerts fired in the checked runs, {cleared} cleared" in frame.locator("#tfd-summary").inner_text()
+            top = lambda sel: frame.locator(sel).first.bounding_box()["y"]  # noqa: E731
+            assert top("#tfd-summary") < top("section.tfd-section")
+            # The link of the NaN alert scrolls to the gradient view.
+            frame.locator('#tfd-summary tr[data-kind="nonfinite_gradients"] a.tfd-look').click()
+            frame.wait_for_function("Math.abs(document.getElementById('tfd-gradients').getBoundingClientRect().top) < 40")
+
             # Alerts of the evaluation run, the fairness table with its gap, the Lorenz view.
             assert "fairness_gap" in text and "exposure_concentration" in text
             assert "by user_group" in text and "gap (max − min)" in text
             assert "Gini" in text
             # The hostile group name is text: shown verbatim, no <img> element, no alert().
             assert XSS_GROUP in text
-            assert frame.locator("img").count() == 0 and not dialogs
+            assert frame.locator("img").count() == 0 and not dialogs and not errors
             # Columns whose worst group gets under 0.8 of the best are flagged (gap, ratio, worst cell).
-            table = summary.read_run(os.path.join(logdir, "validation")).records["tfrs_diag/fair/groups"][-1][1]
-            rows = [r for r in table["user_groups"]["user_group"] if r["count"] > 0]
-            ratios = [min(r[c] for r in rows) / max(r[c] for r in rows) for c in rows[0] if c not in ("group", "count")
-                      if max(r[c] for r in rows) > 0]
-            assert frame.locator("#tfd-fairness td.tfd-gap-flagged").count() == 3 * sum(x < 0.8 for x in ratios)
-            # A view without data in any run says which callback writes it.
-            assert "No overfitting curves yet" not in text  # the synthetic run has them
-            assert "No data in train, validation." in frame.locator("#tfd-overfitting").inner_text()
-            frame.get_by_label("synthetic").uncheck()  # leaves runs without overfitting curves
-            frame.wait_for_selector("#tfd-overfitting .tfd-empty", timeout=30_000)
-            assert "under tfrs_diag/overfit/" in frame.locator("#tfd-overfitting").inner_text()
-            # The stand-alone page route shows the same dashboard.
+            table = runs["validation"].records["tfrs_diag/fair/groups"][-1][1]
+            rows_ = [r for r in table["user_groups"]["user_group"] if r["count"] > 0]
+            ratios = [min(r[c] for r in rows_) / max(r[c] for r in rows_) for c in rows_[0] if c not in ("group", "count")
+                      if max(r[c] for r in rows_) > 0]
+            validation = frame.locator('#tfd-fairness .tfd-panel[data-run="validation"]')
+            assert validation.locator("td.tfd-gap-flagged").count() == 3 * sum(x < 0.8 for x in ratios)
+            # The all-queries baseline row holds the evaluation's accuracy at the table's step.
+            step = runs["validation"].records["tfrs_diag/fair/groups"][-1][0]
+            ndcg = dict(runs["validation"].scalars["tfrs_diag/rank/ndcg_at_10"])[step]
+            baseline = validation.locator("tr.tfd-baseline-row td").all_inner_texts()
+            headers = validation.locator("table").first.locator("th").all_inner_texts()
+            assert baseline[0] == "all queries" and baseline[headers.index("count")] == str(table["queries"])
+            assert float(baseline[headers.index("ndcg_at_10")]) == pytest.approx(ndcg, rel=5e-3)
+
+            # -- labels: every figure says what a point stands for; tables how many queries they average over.
+            for run in ("synthetic", "validation", "demo/validation"):
+                payload = runs[run].records["tfrs_diag/fair/groups"][-1][1]
+                note = frame.locator(f'#tfd-fairness .tfd-panel[data-run="{run}"] .tfd-over').first.inner_text()
+                queries = f"averaged over {payload['queries']} queries"
+                if "query_key" not in payload:
+                    assert queries in note and "(one per" not in note, note
+                else:
+                    who = "test row" if payload["query_key"] is None else payload["query_key"]
+                    assert f"{queries} (one per {who})" in note, note
+            figures = frame.locator("figure.tfd-figure")
+            assert figures.count() > 20
+            assert frame.locator("figure.tfd-figure:not(:has(figcaption.tfd-over))").count() == 0
+            accuracy = frame.locator('#tfd-accuracy .tfd-panel[data-run="demo/validation"] figcaption').first.inner_text()
+            assert f"{runs['demo/validation'].records['tfrs_diag/fair/groups'][-1][1]['queries']} queries" in accuracy
+
+            # -- one quantity per axis, the x unit the writer counts, log scale when the values span > 2 decades.
+            epoch, probe = schema.TAGS["overfit_epoch"], schema.TAGS["overfit_probe"]
+            charts = figures.evaluate_all("""(figs) => figs.map((f) => ({
+                quantity: f.dataset.quantity, x: f.dataset.x, scale: f.dataset.scale,
+                run: f.closest('.tfd-panel').dataset.run,
+                tags: [...new Set([...f.querySelectorAll('[data-tag]')].map((l) => l.dataset.tag))],
+                ylabel: f.querySelector('.tfd-y-label') && f.querySelector('.tfd-y-label').textContent,
+                xlabel: f.querySelector('.tfd-axis-label') && f.querySelector('.tfd-axis-label').textContent}))""")
+            log_charts = 0
+            for c in charts:
+                assert c["tags"], c
+                assert c["ylabel"].startswith(c["quantity"]) and c["xlabel"] == c["x"], c
+                assert {c["x"]} == {"epoch" if t.startswith(epoch) else "step" for t in c["tags"]}, c
+                leaves = {t.rsplit("/", 1)[-1] for t in c["tags"]}
+                if all(t.startswith(epoch) for t in c["tags"]):
+                    assert leaves <= {"train", "val"} or len(leaves) == 1, c  # gaps and trends alone
+                    assert len({t[len(epoch):].rsplit("/", 1)[0] for t in c["tags"]}) == 1, c
+                if all(t.startswith(probe) for t in c["tags"]):
+                    assert leaves <= {"heldout_loss", "seen_loss"} or len(leaves) == 1, c
+                values = [v for t in c["tags"] for _, v in runs[c["run"]].scalars[t] if math.isfinite(v)]
+                spans = bool(values) and min(values) > 0 and max(values) / min(values) > 100 and "p_worse" not in leaves
+                assert (c["scale"] == "log") == spans, c
+                assert ("log scale" in c["ylabel"]) == spans, c
+                log_charts += spans
+            assert log_charts and log_charts < len(charts)
+            tags_of = {(c["run"], t): i for i, c in enumerate(charts) for t in c["tags"]}
+            for run in ("synthetic", "demo/train"):
+                assert tags_of[(run, epoch + "loss/train")] == tags_of[(run, epoch + "loss/val")]
+                assert tags_of[(run, epoch + "loss/gap")] != tags_of[(run, epoch + "loss/train")]
+            # A loss without gap rows (as OverfittingMonitor now writes summed losses) is charted all the same.
+            assert (("synthetic", epoch + "sum_loss/train") in tags_of) and ("synthetic", epoch + "sum_loss/gap") not in tags_of
+
+            # -- a count of 700 is "700": in the per-group table and in a chart's hover read-out.
+            synthetic = frame.locator('#tfd-fairness .tfd-panel[data-run="synthetic"] table')
+            headers = synthetic.locator("th").all_inner_texts()
+            heavy = synthetic.locator('tr[data-group="heavy"] td').all_inner_texts()
+            assert heavy[headers.index("count")] == str(COUNT)
+            embed_tag = summary.tag("embed", "unique_rows", "tower/embedding")
+            figure = frame.locator(f'#tfd-embeddings .tfd-panel[data-run="synthetic"] figure:has([data-tag="{embed_tag}"])')
+            assert figure.count() == 1
+            figure.locator("svg.tfd-chart").hover(position=_vertex(figure, runs["synthetic"], embed_tag, COUNT_STEP))
+            readout = figure.locator(".tfd-readout")
+            readout.wait_for(state="visible")
+            assert readout.locator(".tfd-readout-at").inner_text() == f"step {COUNT_STEP}"
+            assert readout.locator(".tfd-readout-value").inner_text() == str(COUNT)
+            # An epoch-indexed chart reads out epochs as Keras counts them (from 1) and the exact value.
+            figure = frame.locator(f'#tfd-overfitting .tfd-panel[data-run="synthetic"] figure:has([data-tag="{epoch}loss/val"])')
+            figure.locator("svg.tfd-chart").hover(position=_vertex(figure, runs["synthetic"], epoch + "loss/val", 2))
+            readout = figure.locator(".tfd-readout")
+            readout.wait_for(state="visible")
+            assert readout.locator(".tfd-readout-at").inner_text() == "epoch 3"
+            assert readout.locator('.tfd-readout-line[data-series="validation"] .tfd-readout-value').inner_text() == \
+                str(int(EPOCH_VAL[2]))
+
+            # -- views without data: one folded line naming them and the callback that writes each.
+            without = [run for run, d in runs.items() if not any(t.startswith("tfrs_diag/overfit/") for t in d.scalars)]
+            assert frame.locator("#tfd-overfitting .tfd-without").inner_text() == f"No data in {', '.join(sorted(without))}."
+            for run in sorted(runs):
+                if run not in without:
+                    frame.get_by_label(run, exact=True).uncheck()
+            frame.wait_for_selector('#tfd-empty-views li[data-view="overfitting"]', state="attached")
+            assert frame.locator("#tfd-overfitting").count() == 0
+            assert "under tfrs_diag/overfit/" in frame.locator('#tfd-empty-views li[data-view="overfitting"]').text_content()
+            assert frame.locator(".tfd-empty-views").count() == 1
+
+            # The stand-alone page route shows the same dashboard; its views are the docs' screenshots
+            # (the demo's runs and the synthetic one: docs/images when TFRS_DIAG_SCREENSHOTS says so).
             page.goto(base + "/data/plugin/tfrs_diag/page")
-            page.wait_for_selector("#tfd-alerts table", timeout=30_000)
+            page.wait_for_selector("#tfd-alerts table")
             assert "Recsys diagnostics" in page.locator("body").inner_text()
+            page.screenshot(path=str(tmp_path / "page_full.png"), full_page=True)
+            for run in ("train", "validation"):
+                page.get_by_label(run, exact=True).uncheck()
+            page.wait_for_function("!document.querySelector('.tfd-panel[data-run=\"validation\"]') && "
+                                   "document.querySelector('#tfd-alerts table')")
+            page.mouse.move(0, 0)
+            _screenshot(page, "dashboard_top.png", tmp_path)
+            for section in page.locator("section").all():
+                _screenshot(section, f"view_{section.get_attribute('id')[len('tfd-'):]}.png", tmp_path)
             browser.close()
         assert (tmp_path / "tfrs_diag.png").stat().st_size > 10_000
+        assert (tmp_path / "view_summary.png").exists() and (tmp_path / "view_overfitting.png").exists()
     finally:
         proc.terminate()
         try:
