@@ -926,6 +926,18 @@ def test_tensorboard_shows_alerts_and_the_fairness_table_in_chromium(browser_log
             assert frame.locator("#tfd-overfitting").count() == 0
             assert "under tfrs_diag/overfit/" in frame.locator('#tfd-empty-views li[data-view="overfitting"]').text_content()
             assert frame.locator(".tfd-empty-views").count() == 1
+            # Runs with nothing active: the summary says so in one line, with what fired and cleared.
+            for run in ("train", "validation"):
+                frame.get_by_label(run, exact=True).uncheck()
+            frame.wait_for_selector("#tfd-summary.tfd-summary-ok")
+            left = [run for run in runs if frame.get_by_label(run, exact=True).is_checked()]
+            assert left == ["demo/validation"] and not _still_open(runs["demo/validation"].alerts())
+            fired = sum(a.get("status") != "cleared" for a in runs["demo/validation"].alerts())
+            cleared = sum(a.get("status") == "cleared" for a in runs["demo/validation"].alerts())
+            assert fired and frame.locator("#tfd-summary").inner_text() == (
+                f"Nothing needs attention: no active alert in the checked runs ({fired} alert{'s' * (fired > 1)} "
+                f"fired, {cleared} cleared).")
+            _screenshot(frame.locator("#tfd-summary"), "summary_nothing_active.png", tmp_path)
 
             # The stand-alone page route shows the same dashboard; its views are the docs' screenshots
             # (the demo's runs and the synthetic one: docs/images when TFRS_DIAG_SCREENSHOTS says so).

@@ -376,10 +376,10 @@ function perEvaluation(records, renderOne) {
 
 /**
  * A table of rows (objects) with the best and worst value of every numeric column marked,
- * a gap row (max - min) and a ratio row (min / max, flagged under `ratioWarn`), and, with a
- * `baseline` row (all queries), each group's difference to it.
+ * (unless not `marks`), a gap row (max - min) and a ratio row (min / max, flagged under
+ * `ratioWarn`), and, with a `baseline` row (all queries), each group's difference to it.
  */
-function groupTable(rows, columns, {ratioWarn = 0.8, baseline = null} = {}) {
+function groupTable(rows, columns, {ratioWarn = 0.8, baseline = null, marks = true} = {}) {
   const headers = ['group', ...columns];
   const rel = (v, b) => (isFiniteNumber(v) && isFiniteNumber(b) && b > 0 ? v / b - 1 : null);
   const cell = (r, c) => {
@@ -416,7 +416,7 @@ function groupTable(rows, columns, {ratioWarn = 0.8, baseline = null} = {}) {
     if (i < top.length) return 'tfd-baseline';
     i -= top.length;
     if (i >= rows.length) return flagged.has(j) ? 'tfd-gap tfd-gap-flagged' : 'tfd-gap';
-    if (j === 0) return '';
+    if (j === 0 || !marks) return '';
     if (best[j - 1] === i) return 'tfd-best';
     if (worst[j - 1] === i) return flagged.has(j) ? 'tfd-worst tfd-gap-flagged' : 'tfd-worst';
     return '';
@@ -509,7 +509,8 @@ function exposureView(data) {
       const rows = r.payload.item_groups;
       const columns = Object.keys(rows[0]).filter((c) => c !== 'group');
       return el('div', {}, el('div', {class: 'tfd-over', text: overText(familyOver('fair'), r.payload)}),
-                groupTable(rows, columns, {ratioWarn: 0}));
+                // Neither the most nor the least exposed group is "best": parity is 1.
+                groupTable(rows, columns, {ratioWarn: 0, marks: false}));
     }));
   }
   if (gini.length) box.appendChild(charts(data, gini, {group: byMetric}));
