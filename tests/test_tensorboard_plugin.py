@@ -915,6 +915,11 @@ def test_tensorboard_shows_alerts_and_the_fairness_table_in_chromium(browser_log
             assert readout.locator(".tfd-readout-at").inner_text() == "epoch 3"
             assert readout.locator('.tfd-readout-line[data-series="validation"] .tfd-readout-value').inner_text() == \
                 str(int(EPOCH_VAL[2]))
+            # The read-out is drawn inside the figure, beside the reading.
+            inside, box = readout.bounding_box(), figure.bounding_box()
+            assert box["y"] <= inside["y"] and inside["y"] + inside["height"] <= box["y"] + box["height"]
+            assert box["x"] <= inside["x"] and inside["x"] + inside["width"] <= box["x"] + box["width"]
+            _screenshot(figure, "chart_readout.png", tmp_path)
 
             # -- views without data: one folded line naming them and the callback that writes each.
             without = [run for run, d in runs.items() if not any(t.startswith("tfrs_diag/overfit/") for t in d.scalars)]

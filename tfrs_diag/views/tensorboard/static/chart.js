@@ -184,7 +184,8 @@ export function lineChart(series, {quantity, x = 'step', domain = null, over = '
     const left = (X(best.step) / width) * box.width;
     readout.hidden = false;
     readout.style.left = `${Math.round(left > box.width / 2 ? left - readout.offsetWidth - 10 : left + 10)}px`;
-    readout.style.top = `${Math.round(root.offsetTop + (m.t / height) * box.height)}px`;
+    const svgTop = box.top - figure.getBoundingClientRect().top;  // an SVG element has no offsetTop
+    readout.style.top = `${Math.round(svgTop + (m.t / height) * box.height)}px`;
   });
   return figure;
 }
