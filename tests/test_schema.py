@@ -8,7 +8,7 @@ import re
 import pytest
 
 from tfrs_diag import summary
-from tfrs_diag.summary import events, schema
+from tfrs_diag.summary import alerts, events, schema
 from tfrs_diag.callbacks import beyond_accuracy
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -109,6 +109,6 @@ def test_active_alerts_are_the_latest_record_per_kind_and_subject_unless_cleared
 
     history = [alert("a", "x", 1), alert("a", "x", 2, "cleared"), alert("a", "x", 5), alert("a", "x", 7),
                alert("b", "y", 3, severity="critical"), alert("c", "z", 4), alert("c", "z", 6, "cleared")]
-    active = schema.active_alerts(history)
+    active = alerts.active_alerts(history)
     assert [(a["kind"], a["since_step"], a["step"]) for a in active] == [("b", 3, 3), ("a", 5, 7)]
-    assert active[1]["since_epoch"] == 0 and schema.active_alerts([]) == []
+    assert active[1]["since_epoch"] == 0 and alerts.active_alerts([]) == []

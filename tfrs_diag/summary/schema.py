@@ -11,7 +11,7 @@ front end gets the names from the plugin's ``runs`` route).
 - Records: tensor summaries owned by the ``tfrs_diag`` plugin holding versioned JSON
   (`encode_record`, `record_metadata`; `decode_record`, `record_type_of`), of the types
   in `RECORD_TYPES`; `Alert` is the payload of the ``alert`` type and `format_alert`
-  its one line of text; `active_alerts` the problems still open.
+  its one line of text.
 - The page: which view shows each alert kind's evidence (`ALERT_VIEWS`), which tags share
   a chart (`CHART_RULES`), what a tag's step counts (`x_unit`); `frontend_schema` sends them.
 - Reading the files back is `tfrs_diag.summary.events`'s (`read_run`).
@@ -295,15 +295,9 @@ SEVERITY_ORDER = {s: i for i, s in enumerate(SEVERITIES)}
 
 #: The page's view that shows the evidence of each alert kind (its summary links there).
 ALERT_VIEWS = {
-    "nonfinite_gradients": "gradients",
-    "exploding_gradients": "gradients",
-    "vanishing_gradients": "gradients",
-    "overfitting": "overfitting",
-    "one_epoch_overfitting": "overfitting",
-    "underfitting": "overfitting",
-    "embedding_collapse": "embeddings",
-    "embedding_memorization": "embeddings",
-    "dead_embedding_rows": "embeddings",
+    **dict.fromkeys(("nonfinite_gradients", "exploding_gradients", "vanishing_gradients"), "gradients"),
+    **dict.fromkeys(("overfitting", "one_epoch_overfitting", "underfitting"), "overfitting"),
+    **dict.fromkeys(("embedding_collapse", "embedding_memorization", "dead_embedding_rows"), "embeddings"),
     "fairness_gap": "fairness",
     "exposure_concentration": "exposure",
 }
@@ -402,33 +396,6 @@ def expand_alert_records(records: Iterable[tuple[int, Mapping[str, Any]]]) -> li
                 seen.add(key)
                 out.append(alert)
     return sorted(out, key=lambda a: a.get("step") if isinstance(a.get("step"), int) else 0)
-
-
-def active_alerts(alerts: Iterable[Mapping[str, Any]]) -> list[dict]:
-    """The problems still open: per (kind, subject), the latest alert if it is not "cleared".
-
-    Each comes with ``since_step`` and ``since_epoch``: where it first fired after its last
-    clear. Ordered by severity (worst first), then by ``since_step``. ``alerts`` as
-    `expand_alert_records` returns them (in step order).
-
-    >>> fired = {"kind": "k", "subject": "a", "severity": "warning", "step": 5, "epoch": 0}
-    >>> again = {**fired, "step": 9, "epoch": 1}
-    >>> [(a["step"], a["since_step"]) for a in active_alerts([fired, again])]
-    [(9, 5)]
-    >>> active_alerts([fired, {**fired, "step": 7, "status": "cleared"}])
-    []
-    """
-    open_: dict[tuple, dict] = {}
-    for a in alerts:
-        key = (a.get("kind"), a.get("subject"))
-        if a.get("status") == "cleared":
-            open_.pop(key, None)
-        elif key in open_:
-            open_[key] = {**a, "since_step": open_[key]["since_step"], "since_epoch": open_[key]["since_epoch"]}
-        else:
-            open_[key] = {**a, "since_step": a.get("step"), "since_epoch": a.get("epoch")}
-    since = lambda a: a["since_step"] if isinstance(a["since_step"], int) else 0  # noqa: E731
-    return sorted(open_.values(), key=lambda a: (-SEVERITY_ORDER.get(a.get("severity"), 0), since(a)))
 
 
 # ---------------------------------------------------------------- record encoding
