@@ -960,6 +960,17 @@ def test_tensorboard_shows_alerts_and_the_fairness_table_in_chromium(browser_log
                 view = section.get_attribute("id")[len("tfd-"):]
                 if view not in ("records", "scalars", "skipped"):  # JSON and leftovers: not worth a picture
                     _screenshot(section, f"view_{view}.png", tmp_path)
+            # A run that does not load is named once, in the summary, and drawn nowhere.
+            page.route("**/overview?run=synthetic", lambda route: route.fulfill(
+                status=500, content_type="application/json", body=json.dumps({"error": "disk on fire"})))
+            page.goto(base + "/data/plugin/tfrs_diag/page")
+            page.wait_for_selector("#tfd-summary .tfd-failed")
+            assert "Could not load synthetic (disk on fire)" in page.locator("#tfd-summary").inner_text()
+            assert page.locator('.tfd-panel[data-run="synthetic"]').count() == 0
+            assert page.locator('#tfd-summary tr[data-run="synthetic"]').count() == 0
+            assert page.locator('#tfd-summary tr[data-run="demo/train"]').count() == len(
+                [k for k in expected if k[0] == "demo/train"])
+            page.unroute("**/overview?run=synthetic")
             browser.close()
         assert (tmp_path / "tfrs_diag.png").stat().st_size > 10_000
         assert (tmp_path / "view_summary.png").exists() and (tmp_path / "view_overfitting.png").exists()

@@ -613,8 +613,16 @@ function summaryView(results, drawnViews) {
   const cleared = results.reduce((n, {data}) => n + (data ? data.alert_counts.cleared : 0), 0);
   const section = el('section', {class: 'tfd-summary', id: 'tfd-summary'});
   const history = drawnViews.has('alerts') ? jump('tfd-alerts', 'Alert history') : 'Alert history';
+  // A run that did not load is not a run without problems.
+  const failed = results.filter((r) => !r.data).map((r) => r.run);
+  if (failed.length) {
+    const why = results.find((r) => r.error).error.message;
+    section.appendChild(el('div', {class: 'tfd-warn tfd-failed', text: `Could not load ${failed.join(', ')} (${why}): ` +
+      (failed.length === results.length ? 'nothing to summarise.' : 'left out of the summary and the views.')}));
+    if (failed.length === results.length) return section;
+  }
   if (!active.length) {
-    section.classList.add('tfd-summary-ok');
+    if (!failed.length) section.classList.add('tfd-summary-ok');
     const counts = fired ? `${fired} alert${fired === 1 ? '' : 's'} fired, ${cleared} cleared` : 'no alert has fired';
     section.appendChild(el('div', {class: 'tfd-summary-line'}, `Nothing needs attention: no active alert in the checked runs (${counts}).`));
     return section;
@@ -655,11 +663,13 @@ async function showRuns(main, runs) {
   if (me !== rendering) return;
   loading.remove();
   const sections = [], empty = [];
+  // A run that could not load is named once, in the summary, not in every view.
+  const loaded = results.filter((r) => r.data);
   for (const [id, title, view] of VIEWS) {
-    const drawn = results.map(({run, data, error}) => {
+    const drawn = loaded.map(({run, data}) => {
       let content;
       try {
-        content = error ? el('div', {class: 'tfd-warn', text: `Could not load: ${error.message}`}) : view(data);
+        content = view(data);
       } catch (e) {
         content = el('div', {class: 'tfd-warn', text: `Could not draw this view: ${e.message}`});
       }
@@ -684,10 +694,6 @@ async function showRuns(main, runs) {
   }
   const drawnViews = new Set(sections.map(([id]) => id));
   main.appendChild(summaryView(results, drawnViews));
-  const failed = results.filter((r) => r.error);
-  if (failed.length) {
-    main.appendChild(el('div', {class: 'tfd-warn', text: `Could not load ${failed.map((r) => r.run).join(', ')}: ${failed[0].error.message}`}));
-  }
   if (sections.length) {
     main.appendChild(el('nav', {class: 'tfd-nav'}, 'Views: ', ...sections.flatMap(([id], i) =>
       [i ? ' · ' : '', jump(`tfd-${id}`, TITLE[id])])));
