@@ -265,7 +265,8 @@ def test_labels_say_how_many_queries_a_figure_averages_over():
     payloads = [{"queries": 943, "query_key": "user_id"}, {"queries": 943, "query_key": None}, {"queries": 943},
                 {"queries": 1}, {}]
     out = _node(_import("format.js", "averagedOver") + "import {readFileSync} from 'fs';\n"
-                "console.log(JSON.stringify(JSON.parse(readFileSync(0, 'utf8')).map(averagedOver)));", json.dumps(payloads))
+                "console.log(JSON.stringify(JSON.parse(readFileSync(0, 'utf8')).map(averagedOver)));",
+                json.dumps(payloads))
     assert out == ["averaged over 943 queries (one per user_id)", "averaged over 943 queries (one per test row)",
                    "averaged over 943 queries", "averaged over 1 query", ""]
 
@@ -817,12 +818,14 @@ def test_tensorboard_shows_alerts_and_the_fairness_table_in_chromium(browser_log
                 assert link.get_attribute("href") == f"#tfd-{target}" and frame.locator(f"#tfd-{target}").count() == 1
             fired = sum(a.get("status") != "cleared" for d in runs.values() for a in d.alerts())
             cleared = sum(a.get("status") == "cleared" for d in runs.values() for a in d.alerts())
-            assert f"{fired} alerts fired in the checked runs, {cleared} cleared" in frame.locator("#tfd-summary").inner_text()
+            summary_text = frame.locator("#tfd-summary").inner_text()
+            assert f"{fired} alerts fired in the checked runs, {cleared} cleared" in summary_text
             top = lambda sel: frame.locator(sel).first.bounding_box()["y"]  # noqa: E731
             assert top("#tfd-summary") < top("section.tfd-section")
             # The link of the NaN alert scrolls to the gradient view.
             frame.locator('#tfd-summary tr[data-kind="nonfinite_gradients"] a.tfd-look').click()
-            frame.wait_for_function("Math.abs(document.getElementById('tfd-gradients').getBoundingClientRect().top) < 40")
+            frame.wait_for_function(
+                "Math.abs(document.getElementById('tfd-gradients').getBoundingClientRect().top) < 40")
 
             # Alerts of the evaluation run, the fairness table with its gap, the Lorenz view.
             assert "fairness_gap" in text and "exposure_concentration" in text
@@ -834,8 +837,8 @@ def test_tensorboard_shows_alerts_and_the_fairness_table_in_chromium(browser_log
             # Columns whose worst group gets under 0.8 of the best are flagged (gap, ratio, worst cell).
             table = runs["validation"].records["tfrs_diag/fair/groups"][-1][1]
             rows_ = [r for r in table["user_groups"]["user_group"] if r["count"] > 0]
-            ratios = [min(r[c] for r in rows_) / max(r[c] for r in rows_) for c in rows_[0] if c not in ("group", "count")
-                      if max(r[c] for r in rows_) > 0]
+            ratios = [min(r[c] for r in rows_) / max(r[c] for r in rows_) for c in rows_[0]
+                      if c not in ("group", "count") and max(r[c] for r in rows_) > 0]
             validation = frame.locator('#tfd-fairness .tfd-panel[data-run="validation"]')
             assert validation.locator("td.tfd-gap-flagged").count() == 3 * sum(x < 0.8 for x in ratios)
             # The all-queries baseline row holds the evaluation's accuracy at the table's step.
@@ -859,7 +862,8 @@ def test_tensorboard_shows_alerts_and_the_fairness_table_in_chromium(browser_log
             figures = frame.locator("figure.tfd-figure")
             assert figures.count() > 20
             assert frame.locator("figure.tfd-figure:not(:has(figcaption.tfd-over))").count() == 0
-            accuracy = frame.locator('#tfd-accuracy .tfd-panel[data-run="demo/validation"] figcaption').first.inner_text()
+            accuracy = frame.locator('#tfd-accuracy .tfd-panel[data-run="demo/validation"] figcaption')
+            accuracy = accuracy.first.inner_text()
             assert f"{runs['demo/validation'].records['tfrs_diag/fair/groups'][-1][1]['queries']} queries" in accuracy
 
             # -- one quantity per axis, the x unit the writer counts, log scale when the values span > 2 decades.
@@ -892,7 +896,8 @@ def test_tensorboard_shows_alerts_and_the_fairness_table_in_chromium(browser_log
                 assert tags_of[(run, epoch + "loss/train")] == tags_of[(run, epoch + "loss/val")]
                 assert tags_of[(run, epoch + "loss/gap")] != tags_of[(run, epoch + "loss/train")]
             # A loss without gap rows (as OverfittingMonitor now writes summed losses) is charted all the same.
-            assert (("synthetic", epoch + "sum_loss/train") in tags_of) and ("synthetic", epoch + "sum_loss/gap") not in tags_of
+            assert ("synthetic", epoch + "sum_loss/train") in tags_of
+            assert ("synthetic", epoch + "sum_loss/gap") not in tags_of
 
             # -- a count of 700 is "700": in the per-group table and in a chart's hover read-out.
             synthetic = frame.locator('#tfd-fairness .tfd-panel[data-run="synthetic"] table')
@@ -900,7 +905,8 @@ def test_tensorboard_shows_alerts_and_the_fairness_table_in_chromium(browser_log
             heavy = synthetic.locator('tr[data-group="heavy"] td').all_inner_texts()
             assert heavy[headers.index("count")] == str(COUNT)
             embed_tag = summary.tag("embed", "unique_rows", "tower/embedding")
-            figure = frame.locator(f'#tfd-embeddings .tfd-panel[data-run="synthetic"] figure:has([data-tag="{embed_tag}"])')
+            synthetic_panel = '.tfd-panel[data-run="synthetic"]'
+            figure = frame.locator(f'#tfd-embeddings {synthetic_panel} figure:has([data-tag="{embed_tag}"])')
             assert figure.count() == 1
             figure.locator("svg.tfd-chart").hover(position=_vertex(figure, runs["synthetic"], embed_tag, COUNT_STEP))
             readout = figure.locator(".tfd-readout")
@@ -908,7 +914,7 @@ def test_tensorboard_shows_alerts_and_the_fairness_table_in_chromium(browser_log
             assert readout.locator(".tfd-readout-at").inner_text() == f"step {COUNT_STEP}"
             assert readout.locator(".tfd-readout-value").inner_text() == str(COUNT)
             # An epoch-indexed chart reads out epochs as Keras counts them (from 1) and the exact value.
-            figure = frame.locator(f'#tfd-overfitting .tfd-panel[data-run="synthetic"] figure:has([data-tag="{epoch}loss/val"])')
+            figure = frame.locator(f'#tfd-overfitting {synthetic_panel} figure:has([data-tag="{epoch}loss/val"])')
             figure.locator("svg.tfd-chart").hover(position=_vertex(figure, runs["synthetic"], epoch + "loss/val", 2))
             readout = figure.locator(".tfd-readout")
             readout.wait_for(state="visible")
@@ -923,13 +929,15 @@ def test_tensorboard_shows_alerts_and_the_fairness_table_in_chromium(browser_log
 
             # -- views without data: one folded line naming them and the callback that writes each.
             without = [run for run, d in runs.items() if not any(t.startswith("tfrs_diag/overfit/") for t in d.scalars)]
-            assert frame.locator("#tfd-overfitting .tfd-without").inner_text() == f"No data in {', '.join(sorted(without))}."
+            note = frame.locator("#tfd-overfitting .tfd-without").inner_text()
+            assert note == f"No data in {', '.join(sorted(without))}."
             for run in sorted(runs):
                 if run not in without:
                     frame.get_by_label(run, exact=True).uncheck()
             frame.wait_for_selector('#tfd-empty-views li[data-view="overfitting"]', state="attached")
             assert frame.locator("#tfd-overfitting").count() == 0
-            assert "under tfrs_diag/overfit/" in frame.locator('#tfd-empty-views li[data-view="overfitting"]').text_content()
+            hint = frame.locator('#tfd-empty-views li[data-view="overfitting"]').text_content()
+            assert "under tfrs_diag/overfit/" in hint
             assert frame.locator(".tfd-empty-views").count() == 1
             # Runs with nothing active: the summary says so in one line, with what fired and cleared.
             for run in ("train", "validation"):

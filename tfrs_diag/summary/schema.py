@@ -63,7 +63,8 @@ FAMILY: dict[str, Family] = {f.name: f for f in (
     Family("rank", "Top-K accuracy", "BeyondAccuracy", "per evaluation, averaged over {queries}"),
     Family("fair", "Fairness & exposure", "BeyondAccuracy", "per evaluation, over the top-K lists of {queries}"),
     Family("div", "Diversity & coverage", "BeyondAccuracy", "per evaluation, over the top-K lists of {queries}"),
-    Family("explain", "Explanations", "ExplanationCallback, explain.write_attribution", "per probe example of one explanation"),
+    Family("explain", "Explanations", "ExplanationCallback, explain.write_attribution",
+           "per probe example of one explanation"),
 )}
 FAMILIES = tuple(FAMILY)
 
