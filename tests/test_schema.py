@@ -8,7 +8,7 @@ import re
 import pytest
 
 from tfrs_diag import summary
-from tfrs_diag.summary import events, schema
+from tfrs_diag.summary import alerts, events, schema
 from tfrs_diag.callbacks import beyond_accuracy
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def test_one_alert_line_for_the_report_the_demo_and_str():
     alert = schema.Alert("fairness_gap", "warning", 12, 1, "user_group=new", "Reweight them.")
     line = schema.format_alert(alert.to_dict())
     assert str(alert) == "[tfrs_diag] " + line
-    assert line == "WARNING fairness_gap (user_group=new, step 12, epoch 1): Reweight them."
+    assert line == "WARNING fairness_gap (user_group=new, step 12, epoch 2): Reweight them."  # epochs from 1
     # The report and the demo print through the schema's formatter, not a copy of their own.
     for module in ("views/report.py", "cli.py", "recipes.py"):
         text = (REPO / "tfrs_diag" / module).read_text()
@@ -84,3 +84,31 @@ def test_read_run_lists_a_cut_short_file_and_keeps_its_whole_records(tmp_path):
         assert len(run.skipped) == 1 and "cut short" in run.skipped[0][1]
     path.write_bytes(whole)
     assert events.read_run(str(tmp_path / "train")).skipped == []
+
+
+def test_every_alert_kind_links_to_a_view_and_charts_name_schema_tags():
+    assert set(schema.ALERT_VIEWS) == set(schema.ALERT_KINDS)
+    assert all(isinstance(v, str) and v for v in schema.ALERT_VIEWS.values())
+    sent = schema.frontend_schema()
+    assert sent["alert_views"] == schema.ALERT_VIEWS and sent["alert_kinds"] == list(schema.ALERT_KINDS)
+    # Chart rules group tags the schema names; x units are what the writers count.
+    for rule in schema.CHART_RULES:
+        assert any(rule.prefix.startswith(s.tag) for s in schema.TAG_TABLE if s.is_prefix), rule.prefix
+        # One chart per {name} under the prefix, or one chart for the prefix's own tags.
+        assert rule.series and "{name}" in rule.quantity or rule.prefix in schema.TAGS.values()
+    assert schema.x_unit(schema.TAGS["overfit_epoch"] + "loss/train") == "epoch"
+    assert schema.x_unit(schema.TAGS["overfit_probe"] + "gap") == "step"
+    assert {s["x"] for s in sent["tag_specs"]} == {"step", "epoch"}
+    assert all(f["over"] for f in sent["families"])  # every family's figures say what a point stands for
+
+
+def test_active_alerts_are_the_latest_record_per_kind_and_subject_unless_cleared():
+    def alert(kind, subject, step, status="firing", severity="warning"):
+        return {"kind": kind, "subject": subject, "step": step, "epoch": step // 10, "status": status,
+                "severity": severity}
+
+    history = [alert("a", "x", 1), alert("a", "x", 2, "cleared"), alert("a", "x", 5), alert("a", "x", 7),
+               alert("b", "y", 3, severity="critical"), alert("c", "z", 4), alert("c", "z", 6, "cleared")]
+    active = alerts.active_alerts(history)
+    assert [(a["kind"], a["since_step"], a["step"]) for a in active] == [("b", 3, 3), ("a", 5, 7)]
+    assert active[1]["since_epoch"] == 0 and alerts.active_alerts([]) == []

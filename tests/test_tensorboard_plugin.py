@@ -8,6 +8,7 @@ import glob
 import json
 import math
 import os
+import pathlib
 import re
 import shutil
 import socket
@@ -27,7 +28,9 @@ from tfrs_diag.views.tensorboard import plugin as P
 from tfrs_diag.views.tensorboard import reader as R, series as S
 
 ROUTE = "/data/plugin/tfrs_diag/"
-INDEX_JS = os.path.join(os.path.dirname(P.__file__), "static", "index.js")
+STATIC = pathlib.Path(P.__file__).parent / "static"
+INDEX_JS = str(STATIC / "index.js")
+FRONT_END = sorted(STATIC.glob("*.js"))
 XSS_GROUP = "<img src=x onerror=alert(1)>"
 XSS_FEATURE = "<script>alert(2)</script>"
 NAN_STEP = 30
@@ -59,17 +62,51 @@ def _train_logs(logdir: str) -> None:
     summary.close_writer(logdir, "validation")
 
 
+# OverfittingMonitor's epoch curves of the synthetic run (at the epoch index): a loss whose
+# values span three decades (log scale), and validation above train.
+EPOCH_TRAIN = [30000.0, 900.0, 200.0, 60.0, 20.0]
+EPOCH_VAL = [31000.0, 1200.0, 500.0, 400.0, 420.0]
+COUNT = 700  # a count the page must show whole (it once showed "7")
+COUNT_STEP = 45
+
+
 def _synthetic_logs(logdir: str) -> None:
-    """A run with what the other callbacks write: overfitting curves, a NaN gradient norm,
-    three alerts at one step, an attribution table and a record type the plugin does not know."""
+    """A run with what the other callbacks write: overfitting curves per epoch and per probe,
+    a NaN gradient norm, an exploding global norm, three alerts at one step, an alert that
+    fired, cleared and fired again, a per-group table and an embedding row count of
+    exactly `COUNT`, an attribution table and a record type the plugin does not know."""
     writer = summary.writer_for(logdir, "synthetic")
+    epoch_tag = lambda *parts: schema.TAGS["overfit_epoch"] + "/".join(parts)  # noqa: E731
+    probe_tag = lambda leaf: schema.TAGS["overfit_probe"] + leaf  # noqa: E731
     with writer.as_default():
         for step in range(0, 100, 5):
             for layer, scale in (("tower/dense", 1.0), ("tower/embedding", 0.01)):
                 value = float("nan") if (step == NAN_STEP and layer == "tower/dense") else scale * (1 + step)
                 summary.write_scalar(summary.tag("grad", "layer_norm", layer), value, step)
+            summary.write_scalar(schema.TAGS["grad_global_norm"], 10 ** (step / 25), step)  # 1 .. 6300
             summary.write_scalar(summary.tag("overfit", "gap", "loss"), 0.01 * step, step)
             summary.write_scalar(summary.tag("overfit", "probe", "train_recall"), 0.5 + 0.004 * step, step)
+            heldout, seen = 5.0 + 0.01 * step, 5.0 - 0.02 * step
+            summary.write_scalar(probe_tag("heldout_loss"), heldout, step)
+            summary.write_scalar(probe_tag("seen_loss"), seen, step)
+            summary.write_scalar(probe_tag("gap"), heldout - seen, step)
+            rows = COUNT if step == COUNT_STEP else 600 + step
+            summary.write_scalar(summary.tag("embed", "unique_rows", "tower/embedding"), float(rows), step)
+        for epoch, (train, val) in enumerate(zip(EPOCH_TRAIN, EPOCH_VAL)):
+            summary.write_scalar(epoch_tag("loss", "train"), train, epoch)
+            summary.write_scalar(epoch_tag("loss", "val"), val, epoch)
+            summary.write_scalar(epoch_tag("loss", "gap"), val - train, epoch)
+            summary.write_scalar(epoch_tag("loss", "relative_gap"), (val - train) / train, epoch)
+            # A loss summed over the batch: train and validation only, no gap rows.
+            summary.write_scalar(epoch_tag("sum_loss", "train"), 100 * train, epoch)
+            summary.write_scalar(epoch_tag("sum_loss", "val"), 100 * val, epoch)
+            if epoch >= 2:
+                summary.write_scalar(epoch_tag("trend", "val_loss", "slope"), 10.0 * epoch, epoch)
+                summary.write_scalar(epoch_tag("trend", "val_loss", "p_worse"), 0.2 / epoch, epoch)
+        summary.write_record(schema.TAGS["fair_groups"], "group_table", {
+            "epoch": 1, "ks": [10], "queries": 1000, "query_key": "user_id", "item_groups": [],
+            "user_groups": {"user_group": [{"group": "heavy", "count": COUNT, "ndcg_at_10": 0.25},
+                                           {"group": "light", "count": 1000 - COUNT, "ndcg_at_10": 0.125}]}}, 90)
         summary.write_record(summary.tag("explain", "attributions"), "attribution_table", {
             "method": "shapley", "group_names": ["user_id", XSS_FEATURE, "item_category"],
             "examples": ["u1 -> i9", "u2 -> i3"], "values": [[0.5, -0.25, 0.125], [0.0, 1.5, -2.0]],
@@ -80,6 +117,9 @@ def _synthetic_logs(logdir: str) -> None:
         log.fire(summary.Alert("exploding_gradients", "warning", 50, 0, subject, f"{subject} exploded."))
     log.fire(summary.Alert("nonfinite_gradients", "critical", NAN_STEP, 0, "tower/dense", "NaN here."))
     log.clear("exploding_gradients", "tower/bias", 60, 0)
+    log.fire(summary.Alert("vanishing_gradients", "warning", 70, 0, "tower/embedding", "Vanished."))
+    log.clear("vanishing_gradients", "tower/embedding", 80, 0)
+    log.fire(summary.Alert("vanishing_gradients", "warning", 90, 1, "tower/embedding", "Vanished again."))
     summary.close_writer(logdir, "synthetic")
 
 
@@ -168,6 +208,112 @@ def test_expand_alert_records_flattens_same_step_records_once():
     assert summary.expand_alert_records(records[1:]) == [a, b, {**a, "step": 7}]  # only the last of step 5 kept
 
 
+# ---------------------------------------------------------------- the front end's pure modules, in node
+
+
+def _node(script: str, stdin: str = "") -> object:
+    """Runs an ES module script with node; returns what it printed as JSON."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the front end's pure modules (format.js, grouping.js) are tested in node")
+    done = subprocess.run([node, "--input-type=module", "-e", script], input=stdin, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _import(module: str, *names: str) -> str:
+    return f"import {{{', '.join(names)}}} from '{(STATIC / module).as_uri()}';\n"
+
+
+def _num(values, digits: int = 3) -> list[str]:
+    # JSON has no NaN/Infinity: those are sent as the strings the page receives.
+    return _node(_import("format.js", "num") + "import {readFileSync} from 'fs';\n"
+                 "const xs = JSON.parse(readFileSync(0, 'utf8'));\n"
+                 f"console.log(JSON.stringify(xs.map((x) => num(x, {digits}))));", json.dumps(values))
+
+
+def test_num_shows_counts_whole_and_decimals_without_trailing_zero_damage():
+    cases = {700: "700", 100: "100", 300: "300", 12345: "12345", 999_999: "999999", 1_000_000: "1000000", 0: "0",
+             -700: "-700", 0.5: "0.5", 0.125: "0.125", 1.50: "1.5", -0.5: "-0.5", 2.0: "2", 12.34: "12.3",
+             3e-7: "3e-7", -3e-7: "-3e-7", 2.5e9: "2.5e9", 1.25e-4: "1.25e-4", "nan": "nan", "inf": "inf",
+             "-inf": "-inf"}
+    assert dict(zip(cases, _num(list(cases)))) == cases
+
+
+def test_num_round_trips_within_its_precision():
+    rng = np.random.default_rng(0)
+    ints = [int(v) for v in rng.integers(-1_000_000, 1_000_001, size=300)]
+    assert _num(ints) == [str(v) for v in ints]  # every digit of a count
+    floats = [float(v) for v in rng.choice([-1, 1], 400) * 10 ** rng.uniform(-12, 12, 400)]
+    for digits, tolerance in ((3, 5e-3), (6, 5e-6)):
+        for x, text in zip(floats, _num(floats, digits)):
+            assert float(text) == pytest.approx(x, rel=tolerance), (x, text)
+            mantissa = text.split("e")[0]
+            assert not ("." in mantissa and mantissa.endswith(("0", "."))), text  # no trailing zeros
+            assert ("e" in text) == (not 1e-3 <= abs(x) < 1e6), (x, text)
+            assert "+" not in text
+
+
+def test_tick_labels_tell_close_ticks_apart():
+    ticks = [1419.6, 1419.8, 1420.0, 1420.2]
+    labels = _node(_import("format.js", "tickLabels") + f"console.log(JSON.stringify(tickLabels({ticks})));")
+    assert len(set(labels)) == len(ticks) and [float(t) for t in labels] == ticks
+
+
+def test_labels_say_how_many_queries_a_figure_averages_over():
+    payloads = [{"queries": 943, "query_key": "user_id"}, {"queries": 943, "query_key": None}, {"queries": 943},
+                {"queries": 1}, {}]
+    out = _node(_import("format.js", "averagedOver") + "import {readFileSync} from 'fs';\n"
+                "console.log(JSON.stringify(JSON.parse(readFileSync(0, 'utf8')).map(averagedOver)));",
+                json.dumps(payloads))
+    assert out == ["averaged over 943 queries (one per user_id)", "averaged over 943 queries (one per test row)",
+                   "averaged over 943 queries", "averaged over 1 query", ""]
+
+
+def _chart_groups(tags) -> list[dict]:
+    return _node(_import("grouping.js", "chartGroups") + "import {readFileSync} from 'fs';\n"
+                 "const {tags, schema} = JSON.parse(readFileSync(0, 'utf8'));\n"
+                 "console.log(JSON.stringify(chartGroups(tags, schema)));",
+                 json.dumps({"tags": tags, "schema": schema.frontend_schema()}))
+
+
+def _leaf(tag: str) -> str:
+    return tag.rsplit("/", 1)[-1]
+
+
+def _metric(tag: str, prefix: str) -> str:
+    return tag[len(prefix):].rsplit("/", 1)[0]
+
+
+def test_chart_groups_put_one_quantity_on_each_axis(logdir):
+    tags = sorted(summary.read_run(os.path.join(logdir, "synthetic")).scalars)
+    groups = _chart_groups(tags)
+    assert sorted(t["tag"] for g in groups for t in g["series"]) == tags  # every tag on exactly one chart
+    epoch, probe = schema.TAGS["overfit_epoch"], schema.TAGS["overfit_probe"]
+    chart_of = {t["tag"]: i for i, g in enumerate(groups) for t in g["series"]}
+    for g in groups:
+        chart_tags = [t["tag"] for t in g["series"]]
+        # What each tag's step counts (OverfittingMonitor writes epoch/ at the epoch index).
+        assert {g["x"]} == {"epoch" if t.startswith(epoch) else "step" for t in chart_tags}, chart_tags
+        leaves = {_leaf(t) for t in chart_tags}
+        if all(t.startswith(epoch) for t in chart_tags):
+            # Train and validation of one metric, or one difference or trend statistic alone.
+            assert leaves <= {"train", "val"} or len(leaves) == 1, chart_tags
+            assert len({_metric(t, epoch) for t in chart_tags}) == 1, chart_tags
+        if all(t.startswith(probe) for t in chart_tags):
+            assert leaves <= {"heldout_loss", "seen_loss"} or len(leaves) == 1, chart_tags
+        assert len(set(g["quantity"] for g in groups if set(t["tag"] for t in g["series"]) & set(chart_tags))) == 1
+    assert chart_of[epoch + "loss/train"] == chart_of[epoch + "loss/val"]
+    assert len({chart_of[epoch + f"loss/{leaf}"] for leaf in ("train", "gap", "relative_gap")}) == 3
+    assert chart_of[epoch + "trend/val_loss/slope"] != chart_of[epoch + "trend/val_loss/p_worse"]
+    assert chart_of[probe + "heldout_loss"] == chart_of[probe + "seen_loss"] != chart_of[probe + "gap"]
+    # A metric written without gap rows (a loss summed over the batch) gets its curves and nothing else.
+    assert [g for g in groups if any(t["tag"].startswith(epoch + "sum_loss/") for t in g["series"])] == \
+        [groups[chart_of[epoch + "sum_loss/train"]]]
+    assert [t["name"] for t in groups[chart_of[epoch + "loss/train"]]["series"]] == ["train", "validation"]
+
+
 # ---------------------------------------------------------------- routes
 
 
@@ -193,7 +339,40 @@ def test_overview_has_the_alerts_fired_at_one_step_with_both_loaders(client):
                      ("exploding_gradients", "tower/dense", 50, "firing"),
                      ("exploding_gradients", "tower/embedding", 50, "firing"),
                      ("exploding_gradients", "tower/bias", 50, "firing"),
-                     ("exploding_gradients", "tower/bias", 60, "cleared")]
+                     ("exploding_gradients", "tower/bias", 60, "cleared"),
+                     ("vanishing_gradients", "tower/embedding", 70, "firing"),
+                     ("vanishing_gradients", "tower/embedding", 80, "cleared"),
+                     ("vanishing_gradients", "tower/embedding", 90, "firing")]
+
+
+def _still_open(alerts) -> dict[tuple, tuple]:
+    """(kind, subject) -> (severity, since step) of alerts whose latest record is not a clear."""
+    state: dict[tuple, tuple] = {}
+    for a in sorted(alerts, key=lambda a: a["step"]):
+        key = (a["kind"], a["subject"])
+        if a.get("status") == "cleared":
+            state.pop(key, None)
+        else:
+            state.setdefault(key, (a["severity"], a["step"]))
+    return state
+
+
+@pytest.mark.parametrize("run", ["synthetic", "validation"])
+def test_overview_has_the_active_alerts_and_what_fired_and_cleared_with_both_loaders(client, logdir, run):
+    _, r = get(client, "overview", run=run)
+    written = summary.read_run(os.path.join(logdir, run)).alerts()
+    active = r.json["active_alerts"]
+    assert {(a["kind"], a["subject"]): (a["severity"], a["since_step"]) for a in active} == _still_open(written)
+    assert r.json["alert_counts"] == {"fired": sum(a.get("status") != "cleared" for a in written),
+                                      "cleared": sum(a.get("status") == "cleared" for a in written)}
+    ranks = [schema.SEVERITY_ORDER[a["severity"]] for a in active]
+    assert ranks == sorted(ranks, reverse=True)  # worst first
+    if run == "synthetic":
+        # Fired at 70, cleared at 80, fired again at 90: active since 90; the bias one cleared for good.
+        assert ("vanishing_gradients", "tower/embedding") in {(a["kind"], a["subject"]) for a in active}
+        assert next(a for a in active if a["kind"] == "vanishing_gradients")["since_step"] == 90
+        assert ("exploding_gradients", "tower/bias") not in {(a["kind"], a["subject"]) for a in active}
+        assert active[0]["kind"] == "nonfinite_gradients" and active[0]["since_epoch"] == 0
 
 
 def test_overview_of_the_evaluation_run_has_alerts_tables_and_lorenz_curves(client, logdir):
@@ -240,8 +419,10 @@ def test_overview_gradient_heatmap_names_layers_and_marks_the_nan(client, logdir
     assert hm["rows"] == ["tower/dense", "tower/embedding"]
     assert hm["nonfinite"] == [[0, NAN_STEP]]
     overfit = {t for t in r.json["scalars"] if t.startswith("tfrs_diag/overfit/")}
-    assert overfit == {"tfrs_diag/overfit/gap/loss", "tfrs_diag/overfit/probe/train_recall"}
-    assert set(r.json["records"]) == {"attribution_table", "mystery_table"}
+    assert {"tfrs_diag/overfit/gap/loss", "tfrs_diag/overfit/probe/train_recall", "tfrs_diag/overfit/epoch/loss/val",
+            "tfrs_diag/overfit/epoch/trend/val_loss/p_worse"} <= overfit
+    assert [s for s, _ in r.json["scalars"]["tfrs_diag/overfit/epoch/loss/train"]] == list(range(len(EPOCH_TRAIN)))
+    assert set(r.json["records"]) == {"attribution_table", "mystery_table", "group_table"}
 
 
 def test_scalars_by_tag_and_prefix_are_downsampled(client):
@@ -264,7 +445,7 @@ def test_records_route_returns_every_record_of_a_tag(client):
     payload = r.json["records"][0]["payload"]
     assert payload["group_names"][1] == XSS_FEATURE and payload["values"][1] == [0.0, 1.5, -2.0]
     code, r = get(client, "records", run="synthetic", tag="tfrs_diag/alerts")
-    assert code == 200 and len(r.json["alerts"]) == 5
+    assert code == 200 and len(r.json["alerts"]) == 8
 
 
 @pytest.mark.parametrize("route, params", [
@@ -307,6 +488,9 @@ def test_static_files_page_and_frontend_metadata(client, logdir):
     assert response.status_code == 200 and "javascript" in response.headers["Content-Type"]
     assert b"export async function render" in response.data
     assert b".innerHTML" not in response.data  # every user string goes in through textContent
+    for module in FRONT_END:  # the modules index.js imports, by relative path
+        served = client.get(ROUTE + "static/" + module.name)
+        assert "javascript" in served.headers["Content-Type"] and served.data == module.read_bytes()
     assert client.get(ROUTE + "static/style.css").headers["Content-Type"].startswith("text/css")
     page = client.get(ROUTE + "page")
     assert page.status_code == 200 and b'import("./static/index.js")' in page.data
@@ -348,8 +532,10 @@ def test_runs_hands_the_front_end_the_schema(client):
 
 
 def test_front_end_spells_no_tag_and_asks_only_for_names_the_schema_has():
-    js = open(INDEX_JS, encoding="utf-8").read()
+    assert {p.name for p in FRONT_END} >= {"index.js", "format.js", "grouping.js", "chart.js", "dom.js"}
+    js = "\n".join(p.read_text(encoding="utf-8") for p in FRONT_END)
     assert "tfrs_diag/" not in js  # not even in a comment: every tag comes from the runs route
+    assert ".innerHTML" not in js and "insertAdjacentHTML" not in js and "outerHTML" not in js
     keys = set(re.findall(r"tagOf\('([a-z_]+)'\)", js))
     families = set(re.findall(r"familyPrefix\('([a-z_]+)'\)", js))
     assert keys and keys <= set(schema.TAGS), keys - set(schema.TAGS)
@@ -357,6 +543,10 @@ def test_front_end_spells_no_tag_and_asks_only_for_names_the_schema_has():
     # Record-type names the page branches on are the schema's.
     used_types = set(re.findall(r"recordsOf\(data, '([a-z_]+)'\)", js))
     assert used_types and used_types <= set(schema.RECORD_TYPES)
+    # The summary links each alert kind to the view the schema names: one the page draws.
+    views = set(re.findall(r"^  \['([a-z]+)', '", open(INDEX_JS, encoding="utf-8").read(), re.M))
+    assert {"alerts", "gradients", "overfitting", "fairness"} <= views
+    assert set(schema.ALERT_VIEWS.values()) <= views, set(schema.ALERT_VIEWS.values()) - views
 
 
 def test_plugin_tag_names_come_from_the_schema():
@@ -522,11 +712,52 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]
 
 
+@pytest.fixture(scope="module")
+def browser_logdir(logdir, tmp_path_factory):
+    """The demo's logs (runs demo/train and demo/validation, as `tfrs-diag demo` writes them)
+    beside the runs of `logdir` (the hostile group name, the synthetic run)."""
+    path = tmp_path_factory.mktemp("browser_logs")
+    for run in ("train", "validation", "synthetic"):
+        shutil.copytree(os.path.join(logdir, run), path / run)
+    recipes.run_demo(str(path / "demo"), num_interactions=4000, epochs=2, batch_size=256, every_n_steps=2,
+                     histogram_every_n_steps=10, say=lambda *_: None)
+    return str(path)
+
+
+def _runs_of(logdir: str) -> dict[str, summary.RunData]:
+    """Every run under ``logdir`` as TensorBoard names it, read back with `read_run`."""
+    return {os.path.relpath(root, logdir): summary.read_run(root) for root, _, files in os.walk(logdir)
+            if any(f.startswith("events.out.tfevents.") for f in files)}
+
+
+def _screenshot(locator, name: str, tmp_path) -> None:
+    """A PNG in the test's folder and, when TFRS_DIAG_SCREENSHOTS names a folder, there too (docs/images)."""
+    locator.screenshot(path=str(tmp_path / name))
+    folder = os.environ.get("TFRS_DIAG_SCREENSHOTS")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        shutil.copyfile(tmp_path / name, os.path.join(folder, name))
+
+
+def _vertex(figure, run: "summary.RunData", tag: str, step: int) -> dict:
+    """Where, relative to the figure's SVG, the line of ``tag`` draws its point at ``step``."""
+    index = [s for s, v in run.scalars[tag] if math.isfinite(v)].index(step)
+    return figure.locator("svg.tfd-chart").evaluate("""(root, [tag, index]) => {
+        const line = [...root.querySelectorAll('polyline')].find((l) => l.dataset.tag === tag);
+        const [x, y] = line.getAttribute('points').trim().split(/\\s+/)[index].split(',').map(Number);
+        const box = root.getBoundingClientRect(), vb = root.viewBox.baseVal;
+        return {x: x * box.width / vb.width, y: y * box.height / vb.height};
+    }""", [tag, index])
+
+
 @pytest.mark.slow
-def test_tensorboard_shows_alerts_and_the_fairness_table_in_chromium(logdir, tmp_path):
+def test_tensorboard_shows_alerts_and_the_fairness_table_in_chromium(browser_logdir, tmp_path):
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)")
     playwright = pytest.importorskip("playwright.sync_api")
+    logdir = browser_logdir
+    runs = _runs_of(logdir)
+    assert {"demo/train", "demo/validation", "synthetic", "validation"} <= set(runs)
     tensorboard = shutil.which("tensorboard", path=os.path.dirname(sys.executable))
     port = _free_port()
     log = open(tmp_path / "tensorboard.log", "wb")
@@ -549,44 +780,211 @@ def test_tensorboard_shows_alerts_and_the_fairness_table_in_chromium(logdir, tmp
             time.sleep(0.25)
         assert listing and listing["tfrs_diag"]["enabled"], listing
 
-        dialogs = []
+        dialogs, errors = [], []
         with playwright.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(30_000)
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(base + "/#tfrs_diag")
             frame_el = page.wait_for_selector("iframe", timeout=60_000)
             frame = frame_el.content_frame()
             frame.wait_for_selector("#tfd-fairness table", timeout=60_000)
-            frame.wait_for_selector("#tfd-alerts table", timeout=10_000)
+            frame.wait_for_selector("#tfd-alerts table")
+            # Every run is checked (a usual logdir has few), so the summary covers them all.
+            frame.wait_for_function(f"document.querySelectorAll('.tfd-runs input:checked').length == {len(runs)}")
             text = frame.locator("body").inner_text()
             page.screenshot(path=str(tmp_path / "tfrs_diag.png"), full_page=True)
             frame_el.screenshot(path=str(tmp_path / "tfrs_diag_frame.png"))
+
+            # -- the summary: one line per active problem of every run, linked to its evidence, above the views.
+            rows = frame.locator("#tfd-summary tr[data-kind]")
+            shown = {(r.get_attribute("data-run"), r.get_attribute("data-kind"), r.get_attribute("data-subject"))
+                     for r in rows.all()}
+            expected = {(run, kind, subject): since for run, data in runs.items()
+                        for (kind, subject), (_, since) in _still_open(data.alerts()).items()}
+            assert shown == set(expected)
+            demo_active = {k for k in expected if k[0].startswith("demo/")}
+            assert demo_active and {k for k in shown if k[0].startswith("demo/")} == demo_active
+            severities = [schema.SEVERITY_ORDER[r.get_attribute("data-severity")] for r in rows.all()]
+            assert severities == sorted(severities, reverse=True)
+            for r in rows.all():
+                key = (r.get_attribute("data-run"), r.get_attribute("data-kind"), r.get_attribute("data-subject"))
+                assert f"step {expected[key]}" in r.inner_text()  # since when
+                link = r.locator("a.tfd-look")
+                view = schema.ALERT_VIEWS[key[1]]
+                target = view if frame.locator(f"#tfd-{view}").count() else "alerts"
+                assert link.get_attribute("href") == f"#tfd-{target}" and frame.locator(f"#tfd-{target}").count() == 1
+            fired = sum(a.get("status") != "cleared" for d in runs.values() for a in d.alerts())
+            cleared = sum(a.get("status") == "cleared" for d in runs.values() for a in d.alerts())
+            summary_text = frame.locator("#tfd-summary").inner_text()
+            assert f"{fired} alerts fired in the checked runs, {cleared} cleared" in summary_text
+            top = lambda sel: frame.locator(sel).first.bounding_box()["y"]  # noqa: E731
+            assert top("#tfd-summary") < top("section.tfd-section")
+            # The link of the NaN alert scrolls to the gradient view.
+            frame.locator('#tfd-summary tr[data-kind="nonfinite_gradients"] a.tfd-look').click()
+            frame.wait_for_function(
+                "Math.abs(document.getElementById('tfd-gradients').getBoundingClientRect().top) < 40")
+
             # Alerts of the evaluation run, the fairness table with its gap, the Lorenz view.
             assert "fairness_gap" in text and "exposure_concentration" in text
             assert "by user_group" in text and "gap (max − min)" in text
             assert "Gini" in text
             # The hostile group name is text: shown verbatim, no <img> element, no alert().
             assert XSS_GROUP in text
-            assert frame.locator("img").count() == 0 and not dialogs
+            assert frame.locator("img").count() == 0 and not dialogs and not errors
             # Columns whose worst group gets under 0.8 of the best are flagged (gap, ratio, worst cell).
-            table = summary.read_run(os.path.join(logdir, "validation")).records["tfrs_diag/fair/groups"][-1][1]
-            rows = [r for r in table["user_groups"]["user_group"] if r["count"] > 0]
-            ratios = [min(r[c] for r in rows) / max(r[c] for r in rows) for c in rows[0] if c not in ("group", "count")
-                      if max(r[c] for r in rows) > 0]
-            assert frame.locator("#tfd-fairness td.tfd-gap-flagged").count() == 3 * sum(x < 0.8 for x in ratios)
-            # A view without data in any run says which callback writes it.
-            assert "No overfitting curves yet" not in text  # the synthetic run has them
-            assert "No data in train, validation." in frame.locator("#tfd-overfitting").inner_text()
-            frame.get_by_label("synthetic").uncheck()  # leaves runs without overfitting curves
-            frame.wait_for_selector("#tfd-overfitting .tfd-empty", timeout=30_000)
-            assert "under tfrs_diag/overfit/" in frame.locator("#tfd-overfitting").inner_text()
-            # The stand-alone page route shows the same dashboard.
+            table = runs["validation"].records["tfrs_diag/fair/groups"][-1][1]
+            rows_ = [r for r in table["user_groups"]["user_group"] if r["count"] > 0]
+            ratios = [min(r[c] for r in rows_) / max(r[c] for r in rows_) for c in rows_[0]
+                      if c not in ("group", "count") and max(r[c] for r in rows_) > 0]
+            validation = frame.locator('#tfd-fairness .tfd-panel[data-run="validation"]')
+            assert validation.locator("td.tfd-gap-flagged").count() == 3 * sum(x < 0.8 for x in ratios)
+            # The all-queries baseline row holds the evaluation's accuracy at the table's step.
+            step = runs["validation"].records["tfrs_diag/fair/groups"][-1][0]
+            ndcg = dict(runs["validation"].scalars["tfrs_diag/rank/ndcg_at_10"])[step]
+            baseline = validation.locator("tr.tfd-baseline-row td").all_inner_texts()
+            headers = validation.locator("table").first.locator("th").all_inner_texts()
+            assert baseline[0] == "all queries" and baseline[headers.index("count")] == str(table["queries"])
+            assert float(baseline[headers.index("ndcg_at_10")]) == pytest.approx(ndcg, rel=5e-3)
+
+            # -- labels: every figure says what a point stands for; tables how many queries they average over.
+            for run in ("synthetic", "validation", "demo/validation"):
+                payload = runs[run].records["tfrs_diag/fair/groups"][-1][1]
+                note = frame.locator(f'#tfd-fairness .tfd-panel[data-run="{run}"] .tfd-over').first.inner_text()
+                queries = f"averaged over {payload['queries']} queries"
+                if "query_key" not in payload:
+                    assert queries in note and "(one per" not in note, note
+                else:
+                    who = "test row" if payload["query_key"] is None else payload["query_key"]
+                    assert f"{queries} (one per {who})" in note, note
+            figures = frame.locator("figure.tfd-figure")
+            assert figures.count() > 20
+            assert frame.locator("figure.tfd-figure:not(:has(figcaption.tfd-over))").count() == 0
+            accuracy = frame.locator('#tfd-accuracy .tfd-panel[data-run="demo/validation"] figcaption')
+            accuracy = accuracy.first.inner_text()
+            assert f"{runs['demo/validation'].records['tfrs_diag/fair/groups'][-1][1]['queries']} queries" in accuracy
+
+            # -- one quantity per axis, the x unit the writer counts, log scale when the values span > 2 decades.
+            epoch, probe = schema.TAGS["overfit_epoch"], schema.TAGS["overfit_probe"]
+            charts = figures.evaluate_all("""(figs) => figs.map((f) => ({
+                quantity: f.dataset.quantity, x: f.dataset.x, scale: f.dataset.scale,
+                run: f.closest('.tfd-panel').dataset.run,
+                tags: [...new Set([...f.querySelectorAll('[data-tag]')].map((l) => l.dataset.tag))],
+                ylabel: f.querySelector('.tfd-y-label') && f.querySelector('.tfd-y-label').textContent,
+                xlabel: f.querySelector('.tfd-axis-label') && f.querySelector('.tfd-axis-label').textContent}))""")
+            log_charts = 0
+            for c in charts:
+                assert c["tags"], c
+                assert c["ylabel"].startswith(c["quantity"]) and c["xlabel"] == c["x"], c
+                assert {c["x"]} == {"epoch" if t.startswith(epoch) else "step" for t in c["tags"]}, c
+                leaves = {t.rsplit("/", 1)[-1] for t in c["tags"]}
+                if all(t.startswith(epoch) for t in c["tags"]):
+                    assert leaves <= {"train", "val"} or len(leaves) == 1, c  # gaps and trends alone
+                    assert len({t[len(epoch):].rsplit("/", 1)[0] for t in c["tags"]}) == 1, c
+                if all(t.startswith(probe) for t in c["tags"]):
+                    assert leaves <= {"heldout_loss", "seen_loss"} or len(leaves) == 1, c
+                values = [v for t in c["tags"] for _, v in runs[c["run"]].scalars[t] if math.isfinite(v)]
+                spans = bool(values) and min(values) > 0 and max(values) / min(values) > 100 and "p_worse" not in leaves
+                assert (c["scale"] == "log") == spans, c
+                assert ("log scale" in c["ylabel"]) == spans, c
+                log_charts += spans
+            assert log_charts and log_charts < len(charts)
+            tags_of = {(c["run"], t): i for i, c in enumerate(charts) for t in c["tags"]}
+            for run in ("synthetic", "demo/train"):
+                assert tags_of[(run, epoch + "loss/train")] == tags_of[(run, epoch + "loss/val")]
+                assert tags_of[(run, probe + "gap")] != tags_of[(run, probe + "heldout_loss")]
+            assert tags_of[("synthetic", epoch + "loss/gap")] != tags_of[("synthetic", epoch + "loss/train")]
+            # The demo's TFRS retrieval loss is a last-batch sum: OverfittingMonitor writes no epoch gap for it.
+            assert ("demo/train", epoch + "loss/gap") not in tags_of
+            # A loss without gap rows (as OverfittingMonitor now writes summed losses) is charted all the same.
+            assert ("synthetic", epoch + "sum_loss/train") in tags_of
+            assert ("synthetic", epoch + "sum_loss/gap") not in tags_of
+
+            # -- a count of 700 is "700": in the per-group table and in a chart's hover read-out.
+            synthetic = frame.locator('#tfd-fairness .tfd-panel[data-run="synthetic"] table')
+            headers = synthetic.locator("th").all_inner_texts()
+            heavy = synthetic.locator('tr[data-group="heavy"] td').all_inner_texts()
+            assert heavy[headers.index("count")] == str(COUNT)
+            embed_tag = summary.tag("embed", "unique_rows", "tower/embedding")
+            synthetic_panel = '.tfd-panel[data-run="synthetic"]'
+            figure = frame.locator(f'#tfd-embeddings {synthetic_panel} figure:has([data-tag="{embed_tag}"])')
+            assert figure.count() == 1
+            figure.locator("svg.tfd-chart").hover(position=_vertex(figure, runs["synthetic"], embed_tag, COUNT_STEP))
+            readout = figure.locator(".tfd-readout")
+            readout.wait_for(state="visible")
+            assert readout.locator(".tfd-readout-at").inner_text() == f"step {COUNT_STEP}"
+            assert readout.locator(".tfd-readout-value").inner_text() == str(COUNT)
+            # An epoch-indexed chart reads out epochs as Keras counts them (from 1) and the exact value.
+            figure = frame.locator(f'#tfd-overfitting {synthetic_panel} figure:has([data-tag="{epoch}loss/val"])')
+            figure.locator("svg.tfd-chart").hover(position=_vertex(figure, runs["synthetic"], epoch + "loss/val", 2))
+            readout = figure.locator(".tfd-readout")
+            readout.wait_for(state="visible")
+            assert readout.locator(".tfd-readout-at").inner_text() == "epoch 3"
+            assert readout.locator('.tfd-readout-line[data-series="validation"] .tfd-readout-value').inner_text() == \
+                str(int(EPOCH_VAL[2]))
+            # The read-out is drawn inside the figure, beside the reading.
+            inside, box = readout.bounding_box(), figure.bounding_box()
+            assert box["y"] <= inside["y"] and inside["y"] + inside["height"] <= box["y"] + box["height"]
+            assert box["x"] <= inside["x"] and inside["x"] + inside["width"] <= box["x"] + box["width"]
+            _screenshot(figure, "chart_readout.png", tmp_path)
+
+            # -- views without data: one folded line naming them and the callback that writes each.
+            without = [run for run, d in runs.items() if not any(t.startswith("tfrs_diag/overfit/") for t in d.scalars)]
+            note = frame.locator("#tfd-overfitting .tfd-without").inner_text()
+            assert note == f"No data in {', '.join(sorted(without))}."
+            for run in sorted(runs):
+                if run not in without:
+                    frame.get_by_label(run, exact=True).uncheck()
+            frame.wait_for_selector('#tfd-empty-views li[data-view="overfitting"]', state="attached")
+            assert frame.locator("#tfd-overfitting").count() == 0
+            hint = frame.locator('#tfd-empty-views li[data-view="overfitting"]').text_content()
+            assert "under tfrs_diag/overfit/" in hint
+            assert frame.locator(".tfd-empty-views").count() == 1
+            # Runs with nothing active: the summary says so in one line, with what fired and cleared.
+            for run in ("train", "validation"):
+                frame.get_by_label(run, exact=True).uncheck()
+            frame.wait_for_selector("#tfd-summary.tfd-summary-ok")
+            left = [run for run in runs if frame.get_by_label(run, exact=True).is_checked()]
+            assert left == ["demo/validation"] and not _still_open(runs["demo/validation"].alerts())
+            fired = sum(a.get("status") != "cleared" for a in runs["demo/validation"].alerts())
+            cleared = sum(a.get("status") == "cleared" for a in runs["demo/validation"].alerts())
+            assert fired and frame.locator("#tfd-summary").inner_text() == (
+                f"Nothing needs attention: no active alert in the checked runs ({fired} alert{'s' * (fired > 1)} "
+                f"fired, {cleared} cleared).")
+            _screenshot(frame.locator("#tfd-summary"), "summary_nothing_active.png", tmp_path)
+
+            # The stand-alone page route shows the same dashboard; its views are the docs' screenshots
+            # (the demo's runs and the synthetic one: docs/images when TFRS_DIAG_SCREENSHOTS says so).
             page.goto(base + "/data/plugin/tfrs_diag/page")
-            page.wait_for_selector("#tfd-alerts table", timeout=30_000)
+            page.wait_for_selector("#tfd-alerts table")
             assert "Recsys diagnostics" in page.locator("body").inner_text()
+            page.screenshot(path=str(tmp_path / "page_full.png"), full_page=True)
+            for run in ("train", "validation"):
+                page.get_by_label(run, exact=True).uncheck()
+            page.wait_for_function("!document.querySelector('.tfd-panel[data-run=\"validation\"]') && "
+                                   "document.querySelector('#tfd-alerts table')")
+            page.mouse.move(0, 0)
+            _screenshot(page, "dashboard_top.png", tmp_path)
+            for section in page.locator("section").all():
+                view = section.get_attribute("id")[len("tfd-"):]
+                if view not in ("records", "scalars", "skipped"):  # JSON and leftovers: not worth a picture
+                    _screenshot(section, f"view_{view}.png", tmp_path)
+            # A run that does not load is named once, in the summary, and drawn nowhere.
+            page.route("**/overview?run=synthetic", lambda route: route.fulfill(
+                status=500, content_type="application/json", body=json.dumps({"error": "disk on fire"})))
+            page.goto(base + "/data/plugin/tfrs_diag/page")
+            page.wait_for_selector("#tfd-summary .tfd-failed")
+            assert "Could not load synthetic (disk on fire)" in page.locator("#tfd-summary").inner_text()
+            assert page.locator('.tfd-panel[data-run="synthetic"]').count() == 0
+            assert page.locator('#tfd-summary tr[data-run="synthetic"]').count() == 0
+            assert page.locator('#tfd-summary tr[data-run="demo/train"]').count() == len(
+                [k for k in expected if k[0] == "demo/train"])
+            page.unroute("**/overview?run=synthetic")
             browser.close()
         assert (tmp_path / "tfrs_diag.png").stat().st_size > 10_000
+        assert (tmp_path / "view_summary.png").exists() and (tmp_path / "view_overfitting.png").exists()
     finally:
         proc.terminate()
         try:

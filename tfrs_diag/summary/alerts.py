@@ -1,12 +1,14 @@
-"""The alert log: one record and one printed line per alert, deduplicated per (kind, subject)."""
+"""The alert log: one record and one printed line per alert, deduplicated per (kind, subject);
+`active_alerts`: which of the alerts read back are still open."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any, Iterable, Mapping
 
 from tfrs_diag.summary import writer as _w
-from tfrs_diag.summary.schema import ALERT_TAG, Alert
+from tfrs_diag.summary.schema import ALERT_TAG, SEVERITY_ORDER, Alert
 
 _logger = logging.getLogger("tfrs_diag")
 
@@ -68,3 +70,30 @@ class AlertLog:
             with writer.as_default():
                 _w.write_record(ALERT_TAG, "alert", {**payload, "earlier_at_step": earlier} if earlier else payload, step)
             writer.flush()
+
+
+def active_alerts(alerts: Iterable[Mapping[str, Any]]) -> list[dict]:
+    """The problems still open: per (kind, subject), the latest alert if it is not "cleared".
+
+    Each comes with ``since_step`` and ``since_epoch``: where it first fired after its last
+    clear. Ordered by severity (worst first), then by ``since_step``. ``alerts`` as
+    `expand_alert_records` returns them (in step order).
+
+    >>> fired = {"kind": "k", "subject": "a", "severity": "warning", "step": 5, "epoch": 0}
+    >>> again = {**fired, "step": 9, "epoch": 1}
+    >>> [(a["step"], a["since_step"]) for a in active_alerts([fired, again])]
+    [(9, 5)]
+    >>> active_alerts([fired, {**fired, "step": 7, "status": "cleared"}])
+    []
+    """
+    open_: dict[tuple, dict] = {}
+    for a in alerts:
+        key = (a.get("kind"), a.get("subject"))
+        if a.get("status") == "cleared":
+            open_.pop(key, None)
+        elif key in open_:
+            open_[key] = {**a, "since_step": open_[key]["since_step"], "since_epoch": open_[key]["since_epoch"]}
+        else:
+            open_[key] = {**a, "since_step": a.get("step"), "since_epoch": a.get("epoch")}
+    since = lambda a: a["since_step"] if isinstance(a["since_step"], int) else 0  # noqa: E731
+    return sorted(open_.values(), key=lambda a: (-SEVERITY_ORDER.get(a.get("severity"), 0), since(a)))

@@ -12,6 +12,8 @@ front end gets the names from the plugin's ``runs`` route).
   (`encode_record`, `record_metadata`; `decode_record`, `record_type_of`), of the types
   in `RECORD_TYPES`; `Alert` is the payload of the ``alert`` type and `format_alert`
   its one line of text.
+- The page: which view shows each alert kind's evidence (`ALERT_VIEWS`), which tags share
+  a chart (`CHART_RULES`), what a tag's step counts (`x_unit`); `frontend_schema` sends them.
 - Reading the files back is `tfrs_diag.summary.events`'s (`read_run`).
 
 >>> tag("grad", "norm", "user_model/embedding/embeddings:0")
@@ -44,6 +46,9 @@ class Family:
     name: str
     label: str
     written_by: str
+    #: What one point of the family's figures stands for (the page's caption); ``{queries}``
+    #: is filled in with the evaluation's query count where the run has one.
+    over: str = ""
 
     @property
     def prefix(self) -> str:
@@ -51,13 +56,15 @@ class Family:
 
 
 FAMILY: dict[str, Family] = {f.name: f for f in (
-    Family("grad", "Gradient health", "GradientStatistics"),
-    Family("embed", "Embedding tables", "GradientStatistics, OverfittingMonitor"),
-    Family("overfit", "Overfitting", "OverfittingMonitor"),
-    Family("rank", "Top-K accuracy", "BeyondAccuracy"),
-    Family("fair", "Fairness & exposure", "BeyondAccuracy"),
-    Family("div", "Diversity & coverage", "BeyondAccuracy"),
-    Family("explain", "Explanations", "ExplanationCallback, explain.write_attribution"),
+    Family("grad", "Gradient health", "GradientStatistics", "per training batch (one step's gradients)"),
+    Family("embed", "Embedding tables", "GradientStatistics, OverfittingMonitor",
+           "per training batch: the rows it touched (health statistics: the whole table)"),
+    Family("overfit", "Overfitting", "OverfittingMonitor", "per epoch or per probe reading"),
+    Family("rank", "Top-K accuracy", "BeyondAccuracy", "per evaluation, averaged over {queries}"),
+    Family("fair", "Fairness & exposure", "BeyondAccuracy", "per evaluation, over the top-K lists of {queries}"),
+    Family("div", "Diversity & coverage", "BeyondAccuracy", "per evaluation, over the top-K lists of {queries}"),
+    Family("explain", "Explanations", "ExplanationCallback, explain.write_attribution",
+           "per probe example of one explanation"),
 )}
 FAMILIES = tuple(FAMILY)
 
@@ -123,14 +130,16 @@ class TagSpec:
     tag: str
     kind: str  # "scalar", "histogram", "image" or "record <type>"
     meaning: str
+    x: str = "step"  # what the tag's step counts: the optimizer "step" or the "epoch" index
+    over: str = ""  # what one point stands for, when it is not the family's `Family.over`
 
     @property
     def is_prefix(self) -> bool:
         return self.tag.endswith(("/", "_"))
 
 
-def _spec(key: str, family: str, parts: str, kind: str, meaning: str) -> TagSpec:
-    return TagSpec(key, FAMILY[family].prefix + parts, kind, meaning)
+def _spec(key: str, family: str, parts: str, kind: str, meaning: str, **kw) -> TagSpec:
+    return TagSpec(key, FAMILY[family].prefix + parts, kind, meaning, **kw)
 
 
 #: Every tag and prefix a reader looks up by name; a ``<...>`` in ``meaning`` is what follows a prefix.
@@ -151,9 +160,13 @@ TAG_TABLE: tuple[TagSpec, ...] = (
     _spec("embed_row_grad_norm_mean", "embed", "row_grad_norm_mean/", "scalar", "<table>: mean gradient norm of a touched row"),
     _spec("embed_row_grad_norm_max", "embed", "row_grad_norm_max/", "scalar", "<table>: largest gradient norm of a row"),
     _spec("embed_row_update_ratio", "embed", "row_update_ratio/", "scalar", "<table>: update/weight of the touched rows"),
-    _spec("overfit_probe", "overfit", "probe/", "scalar", "held-out vs. seen probe losses per example and their gap"),
+    _spec("overfit_probe", "overfit", "probe/", "scalar", "held-out vs. seen probe losses per example and their gap",
+          over="per probe reading: the loss per example on the same fixed examples (held-out: not trained on; "
+               "seen: trained on)"),
+    # At the epoch index: OverfittingMonitor writes them once per epoch with step=epoch.
     _spec("overfit_epoch", "overfit", "epoch/", "scalar",
-          "<metric>/train|val|gap|relative_gap at the epoch index (no gap for incomparable losses), trend tests"),
+          "<metric>/train|val|gap|relative_gap per epoch (no gap for incomparable losses), trend tests",
+          x="epoch", over="per epoch (train: as fit logged it; validation: evaluate on the validation data)"),
     _spec("fair_groups", "fair", "groups", "record group_table", "per-group tables of each evaluation"),
     _spec("fair_exposure_lorenz", "fair", "exposure_lorenz", "record lorenz", "Lorenz curves of item exposure"),
     _spec("fair_exposure_gini", "fair", "exposure_gini_at_", "scalar", "<K>: Gini of item exposure in the top K"),
@@ -178,6 +191,53 @@ def family_of(tag_: str) -> str:
     return tag_[len(PREFIX):].split("/", 1)[0]
 
 
+@dataclasses.dataclass(frozen=True)
+class ChartRule:
+    """How the page charts a group of tags: one y quantity per chart.
+
+    Tags ``prefix + <name>/<leaf>`` (or ``prefix + <leaf>``) whose ``leaf`` is a key of
+    ``series`` share one chart per ``<name>``: its y axis is ``quantity`` (``{name}``
+    filled in), one line per leaf, named ``series[leaf]``; ``domain`` fixes the y range;
+    ``over`` replaces the tag spec's caption. The first rule a tag matches wins; other
+    tags get one chart per first name part.
+    """
+
+    prefix: str
+    series: Mapping[str, str]
+    quantity: str
+    domain: tuple[float, float] | None = None
+    over: str = ""
+
+
+# What OverfittingMonitor writes: train and validation of a metric on one chart, each
+# difference and each trend statistic on its own (they are other quantities, on other scales).
+# A metric may come without gap rows (losses summed over the batch are not comparable).
+_TREND_OVER = "per epoch: a trend test over the recent epochs' values"
+CHART_RULES: tuple[ChartRule, ...] = (
+    ChartRule(TAGS["overfit_epoch"] + "trend/", {"slope": "slope"}, "slope of {name} per epoch",
+              over=_TREND_OVER),
+    ChartRule(TAGS["overfit_epoch"] + "trend/", {"p_worse": "p-value"}, "p-value that {name} gets worse", (0.0, 1.0),
+              over=_TREND_OVER),
+    ChartRule(TAGS["overfit_epoch"], {"train": "train", "val": "validation"}, "{name}"),
+    ChartRule(TAGS["overfit_epoch"], {"gap": "validation − train"}, "{name} gap (validation − train)"),
+    ChartRule(TAGS["overfit_epoch"], {"relative_gap": "(validation − train) / |train|"}, "{name} relative gap"),
+    ChartRule(TAGS["overfit_probe"], {"heldout_loss": "held-out", "seen_loss": "seen"}, "probe loss"),
+    ChartRule(TAGS["overfit_probe"], {"gap": "held-out − seen"}, "probe loss gap (held-out − seen)"),
+)
+
+
+def x_unit(tag_: str) -> str:
+    """What a scalar tag's step counts: "epoch" under an epoch-indexed prefix, else "step".
+
+    >>> x_unit(TAGS["overfit_epoch"] + "loss/train"), x_unit(TAGS["grad_global_norm"])
+    ('epoch', 'step')
+    """
+    for s in TAG_TABLE:
+        if s.x != "step" and (tag_ == s.tag or (s.is_prefix and tag_.startswith(s.tag))):
+            return s.x
+    return "step"
+
+
 def frontend_schema() -> dict[str, Any]:
     """The names the plugin's front end uses, as JSON (the ``schema`` of the ``runs`` route).
 
@@ -189,10 +249,18 @@ def frontend_schema() -> dict[str, Any]:
         "version": SCHEMA_VERSION,
         "plugin": PLUGIN_NAME,
         "prefix": PREFIX,
-        "families": [{"name": f.name, "label": f.label, "prefix": f.prefix, "written_by": f.written_by}
-                     for f in FAMILY.values()],
+        "families": [{"name": f.name, "label": f.label, "prefix": f.prefix, "written_by": f.written_by,
+                      "over": f.over} for f in FAMILY.values()],
         "tags": dict(TAGS),
         "record_types": sorted(RECORD_TYPES),
+        # Longest first, so the first spec a tag starts with is the most specific.
+        "tag_specs": [{"key": s.key, "tag": s.tag, "prefix": s.is_prefix, "x": s.x, "over": s.over}
+                      for s in sorted(TAG_TABLE, key=lambda s: -len(s.tag))],
+        "charts": [{"prefix": r.prefix, "series": dict(r.series), "quantity": r.quantity,
+                    "domain": list(r.domain) if r.domain else None, "over": r.over} for r in CHART_RULES],
+        "alert_kinds": list(ALERT_KINDS),
+        "alert_views": dict(ALERT_VIEWS),
+        "severities": list(SEVERITIES),
     }
 
 
@@ -228,6 +296,15 @@ ALERT_KINDS = (
 SEVERITIES = ("info", "warning", "critical")
 SEVERITY_ORDER = {s: i for i, s in enumerate(SEVERITIES)}
 
+#: The page's view that shows the evidence of each alert kind (its summary links there).
+ALERT_VIEWS = {
+    **dict.fromkeys(("nonfinite_gradients", "exploding_gradients", "vanishing_gradients"), "gradients"),
+    **dict.fromkeys(("overfitting", "one_epoch_overfitting", "underfitting"), "overfitting"),
+    **dict.fromkeys(("embedding_collapse", "embedding_memorization", "dead_embedding_rows"), "embeddings"),
+    "fairness_gap": "fairness",
+    "exposure_concentration": "exposure",
+}
+
 
 def jsonable(x: Any) -> Any:
     """``x`` with numpy values as Python ones and NaN/Inf as strings (JSON has neither).
@@ -258,7 +335,7 @@ class Alert:
     ``status`` is "firing" when raised and "cleared" when the condition went away.
 
     >>> print(Alert("exploding_gradients", "warning", 50, 0, "tower/dense", "Lower the learning rate."))
-    [tfrs_diag] WARNING exploding_gradients (tower/dense, step 50, epoch 0): Lower the learning rate.
+    [tfrs_diag] WARNING exploding_gradients (tower/dense, step 50, epoch 1): Lower the learning rate.
     """
 
     kind: str
@@ -286,14 +363,18 @@ class Alert:
 def format_alert(alert: Mapping[str, Any]) -> str:
     """The one line of an alert (an `Alert.to_dict` or a record read back), as every reader prints it.
 
+    Epochs are counted from 1, as Keras prints them ("Epoch 1/3"); the record keeps
+    Keras' 0-based epoch index.
+
     >>> format_alert({"kind": "fairness_gap", "severity": "warning", "step": 7, "epoch": None,
     ...               "subject": "user_group=new", "message": "Reweight them."})
     'WARNING fairness_gap (user_group=new, step 7): Reweight them.'
     >>> format_alert({"kind": "fairness_gap", "status": "cleared", "step": 9, "epoch": 1, "subject": "s",
     ...               "message": "The condition no longer holds."})
-    'cleared fairness_gap (s, step 9, epoch 1): The condition no longer holds.'
+    'cleared fairness_gap (s, step 9, epoch 2): The condition no longer holds.'
     """
-    where = f"step {alert.get('step')}" + (f", epoch {alert['epoch']}" if alert.get("epoch") is not None else "")
+    epoch = alert.get("epoch")
+    where = f"step {alert.get('step')}" + (f", epoch {int(epoch) + 1}" if isinstance(epoch, (int, float)) else "")
     status = "cleared" if alert.get("status") == "cleared" else str(alert.get("severity", "")).upper()
     return f"{status} {alert.get('kind')} ({alert.get('subject')}, {where}): {alert.get('message')}"
 

@@ -17,7 +17,8 @@ Routes (under ``/data/plugin/tfrs_diag/``), all JSON except the page and static 
   the ``schema`` (tag prefixes, families and their labels, record types: the front end
   spells no tag of its own) and ``skipped``: event files under the logdir that could
   not be read whole (a killed writer's last record, a file that is not an event file);
-- ``overview?run=R``: what the page draws for one run: alerts, the gradient heatmap,
+- ``overview?run=R``: what the page draws for one run: alerts, the active ones
+  (`tfrs_diag.summary.alerts.active_alerts`) and the counts fired and cleared, the gradient heatmap,
   every scalar series except per-variable gradient ones (downsampled), the records
   (tables, Lorenz curves, explanations), the newest histogram of each histogram tag;
 - ``scalars?run=R&tag=T`` or ``scalars?run=R&prefix=P`` (``max_points`` <= 1000);

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 
 
 from tfrs_diag.summary import events, schema
+from tfrs_diag.summary.alerts import active_alerts
 from tfrs_diag.views.tensorboard.series import (
     MAX_HISTOGRAMS,
     MAX_POINTS,
@@ -257,6 +258,10 @@ def overview(reader: LogReader, run: str, listing: Mapping[str, Any],
     return {
         "run": run,
         "alerts": alerts,
+        # The page's summary: what is still wrong, and how many fired and went away.
+        "active_alerts": active_alerts(alerts),
+        "alert_counts": {"fired": sum(a.get("status") != "cleared" for a in alerts),
+                         "cleared": sum(a.get("status") == "cleared" for a in alerts)},
         "gradients": {
             "layer_norm": heatmap(layer_series),
             "variables": sum(1 for t in scalar_tags if t.startswith(schema.TAGS["grad_norm"])),

@@ -1,43 +1,31 @@
 // Recsys diagnostics: the front end of the tfrs_diag TensorBoard plugin.
 //
-// A plain ES module (no build step). TensorBoard loads it in an iframe and calls
-// render(); the plugin's own `page` route does the same outside TensorBoard.
+// Plain ES modules (no build step): this one draws the page, format.js formats numbers
+// and labels, grouping.js decides which tags share a chart, chart.js draws line charts,
+// dom.js builds elements. TensorBoard loads this module in an iframe and calls render();
+// the plugin's own `page` route does the same outside TensorBoard.
 // Every string that comes from the logs (run, tag, group, feature, variable names,
 // messages) goes into the page through textContent / createTextNode / attribute
 // setters, never through innerHTML, so names like "<img src=x onerror=...>" stay text.
+//
+// The page: a summary of what is wrong now (one line per active alert, linking to the
+// view with its evidence), then the views of the checked runs side by side, then one
+// collapsed line naming the views without data and which callback writes each.
+
+import {lineChart} from './chart.js';
+import {COLORS, el, legend, svg} from './dom.js';
+import {averagedOver, epochText, num, overText} from './format.js';
+import {byFirstPart, byMetric, chartGroups} from './grouping.js';
 
 const BASE = new URL('../', import.meta.url);  // the plugin's route: .../data/plugin/<plugin>/
-const SVG = 'http://www.w3.org/2000/svg';
-// The summary schema (tag prefixes, families, record types), from the `runs` route: the
-// page spells no tag of its own, so it cannot drift from what the callbacks write.
+// The summary schema (tag prefixes, families, record types, chart rules, alert views), from
+// the `runs` route: the page spells no tag of its own, so it cannot drift from the callbacks.
 let SCHEMA = null;
 const tagOf = (key) => SCHEMA.tags[key];
 const familyPrefix = (name) => SCHEMA.families.find((f) => f.name === name).prefix;
-const COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#17becf'];
+const familyOver = (name) => SCHEMA.families.find((f) => f.name === name).over;
 
-// ------------------------------------------------------------------ DOM helpers
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === 'class') node.className = v;
-    else if (k === 'text') node.textContent = v;
-    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v);
-  }
-  for (const c of children) {
-    if (c === null || c === undefined) continue;
-    node.appendChild(typeof c === 'string' || typeof c === 'number' ? document.createTextNode(String(c)) : c);
-  }
-  return node;
-}
-
-function svg(tag, attrs = {}, text) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
-  if (text !== undefined) node.textContent = String(text);
-  return node;
-}
+// ------------------------------------------------------------------ helpers
 
 async function getJSON(path, params = {}) {
   const url = new URL(path, BASE);
@@ -48,31 +36,16 @@ async function getJSON(path, params = {}) {
   return body;
 }
 
-function num(x) {
-  if (typeof x === 'string') return x;  // "nan", "inf", "-inf"
-  if (x === null || x === undefined) return '';
-  if (typeof x !== 'number') return String(x);
-  if (x === 0) return '0';
-  const a = Math.abs(x);
-  return a >= 1e-2 && a < 1e4 ? x.toPrecision(3).replace(/\.?0+$/, '') : x.toExponential(2);
-}
-
 const isFiniteNumber = (v) => typeof v === 'number' && Number.isFinite(v);
+const tagTail = (tag, prefix) => (tag.startsWith(prefix) ? tag.slice(prefix.length) : tag);
+const stepText = (step, epoch) => `step ${num(step)}` + (isFiniteNumber(epoch) ? ` (${epochText(epoch)})` : '');
 
-function tagTail(tag, prefix) {
-  return tag.startsWith(prefix) ? tag.slice(prefix.length) : tag;
-}
-
-function emptyState(message) {
-  return el('div', {class: 'tfd-empty', text: message});
-}
-
-function table(headers, rows, cellClass) {
-  const t = el('table', {class: 'tfd-table'});
+function table(headers, rows, cellClass, {rowAttrs, cls = ''} = {}) {
+  const t = el('table', {class: `tfd-table ${cls}`.trim()});
   t.appendChild(el('thead', {}, el('tr', {}, ...headers.map((h) => el('th', {text: h})))));
   const body = el('tbody');
   rows.forEach((row, i) => {
-    const tr = el('tr');
+    const tr = el('tr', rowAttrs ? rowAttrs(i) : {});
     row.forEach((cell, j) => {
       const td = el('td', {}, cell instanceof Node ? cell : String(cell ?? ''));
       const cls = cellClass ? cellClass(i, j) : '';
@@ -83,6 +56,17 @@ function table(headers, rows, cellClass) {
   });
   t.appendChild(body);
   return t;
+}
+
+/** A link to a section of the page. It scrolls by script: TensorBoard's plugin frame has a
+ * <base href> that would turn "#id" into a navigation away from the page. */
+function jump(id, text, attrs = {}) {
+  return el('a', {href: `#${id}`, text, ...attrs, onclick: (e) => {
+    const target = document.getElementById(id);
+    if (!target) return;
+    e.preventDefault();
+    target.scrollIntoView({block: 'start'});
+  }});
 }
 
 function jsonBlock(value) {
@@ -96,49 +80,30 @@ function select(options, onChange) {
   return s;
 }
 
-// ------------------------------------------------------------------ charts
-
-/** A line chart of [{name, points: [[step, value]]}]; non-finite points are red marks at the top. */
-function lineChart(series, {title = '', width = 420, height = 160, xLabel = 'step', domainY = null, logY = false} = {}) {
-  const m = {l: 48, r: 8, t: 18, b: 22};
-  const root = svg('svg', {viewBox: `0 0 ${width} ${height}`, width, height, class: 'tfd-chart', role: 'img'});
-  if (title) root.appendChild(svg('text', {x: m.l, y: 12, class: 'tfd-chart-title'}, title));
-  const finite = series.flatMap((s) => s.points.filter((p) => isFiniteNumber(p[1]) && (!logY || p[1] > 0)));
-  const all = series.flatMap((s) => s.points);
-  if (!all.length) return root;
-  const tx = (v) => (logY ? Math.log10(v) : v);
-  let [x0, x1] = [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];
-  let [y0, y1] = domainY || (finite.length ? [Math.min(...finite.map((p) => tx(p[1]))),
-                                              Math.max(...finite.map((p) => tx(p[1])))] : [0, 1]);
-  if (x1 === x0) x1 = x0 + 1;
-  if (y1 === y0) { y0 -= 0.5; y1 += 0.5; }
-  const X = (v) => m.l + ((v - x0) / (x1 - x0)) * (width - m.l - m.r);
-  const Y = (v) => height - m.b - ((v - y0) / (y1 - y0)) * (height - m.t - m.b);
-  root.appendChild(svg('line', {x1: m.l, y1: height - m.b, x2: width - m.r, y2: height - m.b, class: 'tfd-axis'}));
-  root.appendChild(svg('line', {x1: m.l, y1: m.t, x2: m.l, y2: height - m.b, class: 'tfd-axis'}));
-  const yText = (v) => (logY ? `1e${v.toFixed(1)}` : num(v));
-  root.appendChild(svg('text', {x: m.l - 3, y: m.t + 8, class: 'tfd-tick', 'text-anchor': 'end'}, yText(y1)));
-  root.appendChild(svg('text', {x: m.l - 3, y: height - m.b, class: 'tfd-tick', 'text-anchor': 'end'}, yText(y0)));
-  root.appendChild(svg('text', {x: m.l, y: height - 6, class: 'tfd-tick'}, `${num(x0)}`));
-  root.appendChild(svg('text', {x: width - m.r, y: height - 6, class: 'tfd-tick', 'text-anchor': 'end'},
-                       `${num(x1)} ${xLabel}`));
-  series.forEach((s, i) => {
-    const color = s.color || COLORS[i % COLORS.length];
-    const pts = s.points.filter((p) => isFiniteNumber(p[1]) && (!logY || p[1] > 0));
-    if (pts.length > 1) {
-      root.appendChild(svg('polyline', {points: pts.map((p) => `${X(p[0]).toFixed(1)},${Y(tx(p[1])).toFixed(1)}`).join(' '),
-                                        fill: 'none', stroke: color, 'stroke-width': 1.5}));
-    } else if (pts.length === 1) {
-      root.appendChild(svg('circle', {cx: X(pts[0][0]), cy: Y(tx(pts[0][1])), r: 3, fill: color}));
-    }
-    for (const p of s.points.filter((q) => !isFiniteNumber(q[1]))) {
-      const mark = svg('text', {x: X(p[0]), y: m.t + 4, class: 'tfd-nonfinite', 'text-anchor': 'middle'}, '▲');
-      mark.appendChild(svg('title', {}, `${s.name}: ${p[1]} at step ${p[0]}`));
-      root.appendChild(mark);
-    }
-  });
-  return root;
+function recordsOf(data, type) {
+  return (data.records[type] || []).slice().sort((a, b) => a.step - b.step);
 }
+
+/** The newest per-group table of a run: its payload says how many queries an evaluation has. */
+function evaluationPayload(data) {
+  const tables = recordsOf(data, 'group_table');
+  return tables.length ? tables[tables.length - 1].payload : null;
+}
+
+/** Line charts of scalar tags, one per quantity (grouping.js), with their captions. */
+function charts(data, tags, {group = byFirstPart, payload = evaluationPayload(data), title, over} = {}) {
+  const box = el('div', {class: 'tfd-multiples'});
+  for (const g of chartGroups(tags, SCHEMA, group)) box.appendChild(chartOf(data, over ? {...g, over} : g, {payload, title}));
+  return box;
+}
+
+function chartOf(data, g, {payload = null, title} = {}) {
+  const series = g.series.map((s) => ({name: s.name, tag: s.tag, points: data.scalars[s.tag] || []}));
+  return lineChart(series, {quantity: g.quantity, x: g.x, domain: g.domain, over: overText(g.over, payload),
+                            title: title ? title(g) : null});
+}
+
+// ------------------------------------------------------------------ charts not of scalars
 
 /** Bars of one histogram ({step, left, right, counts}). */
 function histogramChart(tag, h, {width = 300, height = 110} = {}) {
@@ -162,52 +127,19 @@ function histogramChart(tag, h, {width = 300, height = 110} = {}) {
   return root;
 }
 
-function legend(names) {
-  return el('div', {class: 'tfd-legend'}, ...names.map((n, i) =>
-    el('span', {class: 'tfd-legend-item'}, el('span', {class: 'tfd-swatch', style: `background:${COLORS[i % COLORS.length]}`}), n)));
-}
-
-/** Charts of scalar tags grouped by their parent path: one chart per parent, one line per leaf. */
-function chartsByParent(scalars, prefix, {groupBy = (tag) => tag.slice(0, tag.lastIndexOf('/')),
-                                            leaf = (tag) => tag.slice(tag.lastIndexOf('/') + 1)} = {}) {
-  const groups = new Map();
-  for (const tag of Object.keys(scalars).filter((t) => t.startsWith(prefix)).sort()) {
-    const key = groupBy(tag);
-    if (!groups.has(key)) groups.set(key, []);
-    groups.get(key).push(tag);
-  }
-  const box = el('div', {class: 'tfd-multiples'});
-  for (const [key, tags] of groups) {
-    const series = tags.map((t) => ({name: leaf(t), points: scalars[t]}));
-    box.appendChild(el('div', {class: 'tfd-multiple'},
-                       lineChart(series, {title: tagTail(key, prefix) || tagTail(tags[0], prefix), width: 300, height: 140}),
-                       series.length > 1 ? legend(series.map((s) => s.name)) : null));
-  }
-  return box;
-}
-
-/** Strips "_at_<K>": metric families with one line per K. */
-function byMetric(tag) {
-  const m = /^(.*)_at_(\d+)(.*)$/.exec(tag);
-  return m ? `${m[1]}${m[3]}` : tag;
-}
-function kOf(tag) {
-  const m = /_at_(\d+)/.exec(tag);
-  return m ? `@${m[1]}` : tag.slice(tag.lastIndexOf('/') + 1);
-}
-
 function heatmapView(hm) {
   const rows = hm.rows, bins = hm.bins;
   const labelW = 230, rowH = 12;
   const colW = bins.length ? Math.max(3, Math.min(40, 480 / bins.length)) : 1;
   const width = labelW + bins.length * colW + 10, height = 24 + rows.length * rowH;
-  const root = svg('svg', {viewBox: `0 0 ${width} ${height}`, width, height, class: 'tfd-heatmap', role: 'img'});
+  const root = svg('svg', {viewBox: `0 0 ${width} ${height}`, width, height, class: 'tfd-heatmap', role: 'img',
+                           'data-quantity': 'gradient norm per layer', 'data-x': 'step'});
   const finite = hm.values.flat().filter(isFiniteNumber).filter((v) => v > 0);
   const lo = finite.length ? Math.log10(Math.min(...finite)) : 0;
   const hi = finite.length ? Math.log10(Math.max(...finite)) : 1;
   root.appendChild(svg('text', {x: labelW, y: 12, class: 'tfd-tick'},
                        `steps ${bins.length ? bins[0][0] : ''}–${bins.length ? bins[bins.length - 1][1] : ''}; ` +
-                       `log10 norm ${lo.toFixed(1)} (light) … ${hi.toFixed(1)} (dark)`));
+                       `colour: gradient norm ${num(10 ** lo)} (light) … ${num(10 ** hi)} (dark), log scale`));
   rows.forEach((name, r) => {
     const y = 18 + r * rowH;
     const label = svg('text', {x: labelW - 4, y: y + rowH - 3, class: 'tfd-tick', 'text-anchor': 'end'},
@@ -232,37 +164,56 @@ function heatmapView(hm) {
   return root;
 }
 
+function lorenzChart(curves) {
+  const size = 220, m = 28;
+  const root = svg('svg', {viewBox: `0 0 ${size + m + 8} ${size + m + 8}`, class: 'tfd-lorenz', role: 'img',
+                           'data-quantity': 'share of exposure', 'data-x': 'share of items'});
+  const X = (v) => m + v * size, Y = (v) => 8 + (1 - v) * size;
+  root.appendChild(svg('rect', {x: m, y: 8, width: size, height: size, class: 'tfd-frame'}));
+  root.appendChild(svg('line', {x1: X(0), y1: Y(0), x2: X(1), y2: Y(1), class: 'tfd-equality'}));
+  root.appendChild(svg('text', {x: m, y: size + 24, class: 'tfd-tick'}, 'share of items (least exposed first) →'));
+  root.appendChild(svg('text', {x: 10, y: size, class: 'tfd-tick', transform: `rotate(-90 10 ${size})`}, 'share of exposure →'));
+  curves.forEach((c, i) => {
+    const line = svg('polyline', {points: c.x.map((x, j) => `${X(x).toFixed(1)},${Y(c.y[j]).toFixed(1)}`).join(' '),
+                                  fill: 'none', stroke: COLORS[i % COLORS.length], 'stroke-width': 2});
+    line.appendChild(svg('title', {}, `top-${c.k}: Gini ${num(c.gini)}`));
+    root.appendChild(line);
+  });
+  return root;
+}
+
 // ------------------------------------------------------------------ views
 
 // What each view says when no checked run has its data (tags from the schema).
 const EMPTY = {
-  alerts: () => 'No alerts yet. GradientStatistics writes nonfinite / exploding / vanishing gradient alerts, ' +
-          'BeyondAccuracy writes fairness_gap and exposure_concentration, the overfitting monitor writes ' +
-          `overfitting alerts, all at ${tagOf('alerts')}.`,
-  gradients: () => 'No gradient statistics yet. GradientStatistics(log_dir) writes per-layer gradient norms ' +
+  alerts: () => 'GradientStatistics writes nonfinite / exploding / vanishing gradient alerts, BeyondAccuracy ' +
+          'fairness_gap and exposure_concentration, OverfittingMonitor over- and underfitting and embedding ' +
+          `alerts, all at ${tagOf('alerts')}.`,
+  gradients: () => 'GradientStatistics(log_dir) writes per-layer gradient norms ' +
              `(${familyPrefix('grad')}...) every every_n_steps steps; the noise scale needs two or more replicas.`,
-  overfitting: () => 'No overfitting curves yet. The overfitting monitor writes the train/validation gap and probe ' +
-               `curves under ${familyPrefix('overfit')}.`,
-  fairness: () => 'No per-group table yet. BeyondAccuracy(log_dir, data, candidates, user_group_keys=...) writes ' +
+  overfitting: () => 'OverfittingMonitor writes train/validation curves per epoch and probe curves ' +
+               `under ${familyPrefix('overfit')}.`,
+  embeddings: () => `GradientStatistics and OverfittingMonitor write embedding-table statistics under ${familyPrefix('embed')}.`,
+  fairness: () => 'BeyondAccuracy(log_dir, data, candidates, user_group_keys=...) writes ' +
             `${tagOf('fair_groups')} after each evaluation.`,
-  exposure: () => 'No exposure data yet. BeyondAccuracy writes the Lorenz curve of item exposure ' +
+  exposure: () => 'BeyondAccuracy writes the Lorenz curve of item exposure ' +
             `(${tagOf('fair_exposure_lorenz')}) and item-group shares after each evaluation.`,
-  diversity: () => `No diversity or coverage yet. BeyondAccuracy writes ${familyPrefix('div')}... after each evaluation.`,
-  accuracy: () => `No top-K accuracy yet. BeyondAccuracy writes ${familyPrefix('rank')}... after each evaluation.`,
-  explanations: () => 'No explanations yet. The explainer writes attribution tables of the probe examples at ' +
+  diversity: () => `BeyondAccuracy writes ${familyPrefix('div')}... after each evaluation.`,
+  accuracy: () => `BeyondAccuracy writes ${familyPrefix('rank')}... after each evaluation.`,
+  explanations: () => 'The explainer writes attribution tables of the probe examples at ' +
                 `${tagOf('explain_attributions')}.`,
 };
 
 function alertsView(data) {
   const alerts = data.alerts;
-  if (!alerts.length) return emptyState(EMPTY.alerts());
+  if (!alerts.length) return null;
   const box = el('div');
   const counts = {};
   for (const a of alerts) {
     const key = a.status === 'cleared' ? 'cleared' : a.severity;
     counts[key] = (counts[key] || 0) + 1;
   }
-  box.appendChild(el('div', {class: 'tfd-summary'}, ...Object.entries(counts).map(([k, n]) =>
+  box.appendChild(el('div', {class: 'tfd-badges'}, ...Object.entries(counts).map(([k, n]) =>
     el('span', {class: `tfd-badge tfd-sev-${k}`, text: `${n} ${k}`}))));
   // Timeline: one mark per alert at its step, by severity; cleared ones hollow.
   const width = 640, height = 70;
@@ -283,24 +234,26 @@ function alertsView(data) {
   });
   box.appendChild(tl);
   const rows = alerts.map((a) => [
-    String(a.step) + (a.epoch === null || a.epoch === undefined ? '' : ` (epoch ${a.epoch + 1})`),
+    stepText(a.step, a.epoch),
     a.status === 'cleared' ? 'cleared' : a.severity, a.kind, a.subject,
     el('div', {}, el('div', {text: a.message}),
        el('details', {}, el('summary', {text: 'evidence'}), jsonBlock(a.evidence || {})))]);
-  box.appendChild(table(['step', 'severity', 'kind', 'subject', 'message and evidence'], rows,
+  box.appendChild(table(['at', 'severity', 'kind', 'subject', 'message and evidence'], rows,
     (i, j) => (j === 1 ? `tfd-sev-${alerts[i].status === 'cleared' ? 'cleared' : alerts[i].severity}` :
-               j === 4 ? 'tfd-message' : '')));
+               j === 4 ? 'tfd-message' : ''), {cls: 'tfd-text-table'}));
   return box;
 }
 
 function gradientsView(data) {
   const hm = data.gradients.layer_norm;
   const s = data.scalars;
-  const global = s[tagOf('grad_global_norm')];
-  if (!hm.rows.length && !global) return emptyState(EMPTY.gradients());
+  const scalarTags = [tagOf('grad_global_norm'), tagOf('grad_noise_scale')].filter((t) => s[t]);
+  if (!hm.rows.length && !scalarTags.length) return null;
   const box = el('div');
   if (hm.rows.length) {
-    box.appendChild(el('h4', {text: 'Gradient norm per layer (largest reading per step bin; red: NaN/Inf)'}));
+    box.appendChild(el('h4', {text: 'Gradient norm per layer'}));
+    box.appendChild(el('div', {class: 'tfd-over', text: `${familyOver('grad')}; each cell the largest reading in its step bin ` +
+                                                      '(a spike shows); red: NaN/Inf'}));
     box.appendChild(heatmapView(hm));
     if (hm.nonfinite.length) {
       const first = hm.nonfinite.reduce((a, b) => (b[1] < a[1] ? b : a));
@@ -308,22 +261,26 @@ function gradientsView(data) {
         text: `Non-finite gradient norms: ${hm.nonfinite.length} readings, first at step ${first[1]} in ${hm.rows[first[0]]}`}));
     }
   }
+  const names = {[tagOf('grad_global_norm')]: 'global gradient norm', [tagOf('grad_noise_scale')]: 'gradient noise scale B_simple (examples)'};
   const multiples = el('div', {class: 'tfd-multiples'});
-  if (global) multiples.appendChild(lineChart([{name: 'global norm', points: global}], {title: 'global gradient norm', width: 300, height: 140}));
-  const noise = s[tagOf('grad_noise_scale')];
-  multiples.appendChild(noise ? lineChart([{name: 'B_simple', points: noise}], {title: 'gradient noise scale B_simple (examples)', width: 300, height: 140})
-                              : el('div', {class: 'tfd-note', text: 'Noise scale: written with two or more replicas (MirroredStrategy).'}));
+  for (const g of chartGroups(scalarTags, SCHEMA, (rest) => ({key: rest, quantity: names[familyPrefix('grad') + rest] || rest, series: rest}))) {
+    multiples.appendChild(chartOf(data, g));
+  }
+  if (!s[tagOf('grad_noise_scale')]) {
+    multiples.appendChild(el('div', {class: 'tfd-note', text: 'Noise scale: written with two or more replicas (MirroredStrategy).'}));
+  }
   box.appendChild(multiples);
   const histograms = Object.entries(data.histograms);
   if (histograms.length) {
-    const details = el('details', {}, el('summary', {text: `Newest histograms (${histograms.length}): gradient values, embedding row norms (log10)`}));
+    const details = el('details', {}, el('summary', {text: `Newest histograms (${histograms.length}): gradient values, embedding row norms (log10)`}),
+                       el('div', {class: 'tfd-over', text: 'the newest reading of each tag: how many entries fall in each bin'}));
     const box2 = el('div', {class: 'tfd-multiples'});
     for (const [tag, h] of histograms) box2.appendChild(el('div', {class: 'tfd-multiple'}, histogramChart(tag, h)));
     details.appendChild(box2);
     box.appendChild(details);
   }
   if (data.gradients.variables) {
-    const holder = el('div');
+    const holder = el('div', {class: 'tfd-multiples'});
     const button = el('button', {class: 'tfd-button', text: `Gradient norm of each of the ${data.gradients.variables} variables`});
     button.addEventListener('click', async () => {
       button.disabled = true;
@@ -331,7 +288,10 @@ function gradientsView(data) {
       try {
         const body = await getJSON('scalars', {run: data.run, prefix: tagOf('grad_norm'), max_points: 200});
         holder.textContent = '';
-        holder.appendChild(chartsByParent(body.scalars, tagOf('grad_norm'), {groupBy: (t) => t, leaf: () => 'norm'}));
+        for (const tag of Object.keys(body.scalars).sort()) {
+          holder.appendChild(lineChart([{name: 'norm', tag, points: body.scalars[tag]}],
+            {quantity: 'gradient norm', title: tagTail(tag, tagOf('grad_norm')), over: familyOver('grad')}));
+        }
       } catch (e) {
         holder.textContent = `Could not load: ${e.message}`;
       }
@@ -341,21 +301,66 @@ function gradientsView(data) {
   return box;
 }
 
-function scalarFamilyView(data, prefix, emptyText, opts) {
-  const tags = Object.keys(data.scalars).filter((t) => t.startsWith(prefix));
-  if (!tags.length) return emptyState(emptyText());
-  return chartsByParent(data.scalars, prefix, opts);
+const byTag = (rest) => ({key: rest, quantity: rest, series: rest.slice(rest.lastIndexOf('/') + 1)});
+
+function overfittingView(data) {
+  const tags = Object.keys(data.scalars).filter((t) => t.startsWith(familyPrefix('overfit')));
+  if (!tags.length) return null;
+  const epochPrefix = tagOf('overfit_epoch'), probePrefix = tagOf('overfit_probe');
+  // Unknown tags get a chart each: nothing says two of them are one quantity.
+  const groups = chartGroups(tags, SCHEMA, byTag);
+  const isEpoch = (g) => g.prefix === epochPrefix, isProbe = (g) => g.prefix === probePrefix;
+  const isTrend = (g) => g.prefix !== epochPrefix && g.prefix.startsWith(epochPrefix);
+  const box = el('div');
+  const row = (gs) => el('div', {class: 'tfd-multiples'}, ...gs.map((g) => chartOf(data, g)));
+  const epoch = groups.filter(isEpoch);
+  if (epoch.length) {
+    // The loss first, a row per metric (curves, gap, relative gap); other metrics folded.
+    const names = [...new Set(epoch.map((g) => g.name))].sort((a, b) => (b === 'loss') - (a === 'loss'));
+    box.appendChild(el('h4', {text: 'Train vs. validation per epoch'}));
+    box.appendChild(row(epoch.filter((g) => g.name === names[0])));
+    if (names.length > 1) {
+      const details = el('details', {}, el('summary', {text: `Other epoch metrics: ${names.slice(1).join(', ')}`}));
+      for (const n of names.slice(1)) details.appendChild(row(epoch.filter((g) => g.name === n)));
+      box.appendChild(details);
+    }
+  }
+  const trend = groups.filter(isTrend);
+  if (trend.length) {
+    box.appendChild(el('h4', {text: 'Trend tests over the recent epochs'}));
+    box.appendChild(row(trend));
+  }
+  const probe = groups.filter(isProbe);
+  if (probe.length) {
+    box.appendChild(el('h4', {text: 'Probes during training'}));
+    box.appendChild(row(probe));
+  }
+  const other = groups.filter((g) => !isEpoch(g) && !isTrend(g) && !isProbe(g));
+  if (other.length) {
+    box.appendChild(el('h4', {text: 'Other overfitting scalars'}));
+    box.appendChild(row(other));
+  }
+  return box;
 }
 
-function recordsOf(data, type) {
-  return (data.records[type] || []).slice().sort((a, b) => a.step - b.step);
+function embeddingsView(data) {
+  const tags = Object.keys(data.scalars).filter((t) => t.startsWith(familyPrefix('embed')));
+  if (!tags.length) return null;
+  // One chart per statistic, a line per table.
+  return charts(data, tags);
+}
+
+function scalarFamilyView(data, family) {
+  const tags = Object.keys(data.scalars).filter((t) => t.startsWith(familyPrefix(family)));
+  if (!tags.length) return null;
+  return charts(data, tags, {group: byMetric});
 }
 
 /** A selector of evaluations (latest first) and the view of the chosen one. */
 function perEvaluation(records, renderOne) {
   const box = el('div');
   const holder = el('div');
-  const labelOf = (r) => `${r.payload.epoch !== undefined ? `epoch ${r.payload.epoch + 1}, ` : ''}step ${r.step}` +
+  const labelOf = (r) => `${r.payload.epoch !== undefined ? `${epochText(r.payload.epoch)}, ` : ''}step ${r.step}` +
                          (r.tag ? ` (${r.tag})` : '');
   const show = (i) => { holder.textContent = ''; holder.appendChild(renderOne(records[i])); };
   if (records.length > 1) {
@@ -369,10 +374,22 @@ function perEvaluation(records, renderOne) {
   return box;
 }
 
-/** A table of rows (objects) with the best and worst value of every numeric column marked. */
-function groupTable(rows, columns, {ratioWarn = 0.8} = {}) {
+/**
+ * A table of rows (objects) with the best and worst value of every numeric column marked,
+ * (unless not `marks`), a gap row (max - min) and a ratio row (min / max, flagged under
+ * `ratioWarn`), and, with a `baseline` row (all queries), each group's difference to it.
+ */
+function groupTable(rows, columns, {ratioWarn = 0.8, baseline = null, marks = true} = {}) {
   const headers = ['group', ...columns];
-  const body = rows.map((r) => [String(r.group), ...columns.map((c) => num(r[c]))]);
+  const rel = (v, b) => (isFiniteNumber(v) && isFiniteNumber(b) && b > 0 ? v / b - 1 : null);
+  const cell = (r, c) => {
+    const value = el('span', {class: 'tfd-value', text: num(r[c])});
+    const d = baseline && c !== 'count' ? rel(r[c], baseline[c]) : null;
+    if (d === null) return value;
+    const pct = Math.round(d * 100);
+    return el('span', {}, value, el('span', {class: 'tfd-rel', text: ` ${pct > 0 ? '+' : pct < 0 ? '−' : '±'}${Math.abs(pct)}%`}));
+  };
+  const body = rows.map((r) => [String(r.group), ...columns.map((c) => cell(r, c))]);
   const present = rows.map((r) => (r.count === undefined ? true : r.count > 0));
   const best = {}, worst = {};
   columns.forEach((c, j) => {
@@ -393,71 +410,97 @@ function groupTable(rows, columns, {ratioWarn = 0.8} = {}) {
     ratioRow.push(num(ratio));
     if (ratio < ratioWarn) flagged.add(j + 1);
   });
-  const all = [...body, gapRow, ratioRow];
+  const top = baseline ? [[baseline.group, ...columns.map((c) => num(baseline[c]))]] : [];
+  const all = [...top, ...body, gapRow, ratioRow];
   return table(headers, all, (i, j) => {
+    if (i < top.length) return 'tfd-baseline';
+    i -= top.length;
     if (i >= rows.length) return flagged.has(j) ? 'tfd-gap tfd-gap-flagged' : 'tfd-gap';
-    if (j === 0) return '';
+    if (j === 0 || !marks) return '';
     if (best[j - 1] === i) return 'tfd-best';
     if (worst[j - 1] === i) return flagged.has(j) ? 'tfd-worst tfd-gap-flagged' : 'tfd-worst';
     return '';
-  });
+  }, {rowAttrs: (i) => (i < top.length ? {class: 'tfd-baseline-row'} : i - top.length < rows.length ?
+                                           {'data-group': String(rows[i - top.length].group)} : {})});
+}
+
+/** The all-queries row of an evaluation: its accuracy scalars at the record's step (Fairness Indicators' "overall"). */
+function baselineRow(data, record, columns) {
+  const row = {group: 'all queries', count: record.payload.queries};
+  let found = false;
+  for (const c of columns) {
+    const points = data.scalars[familyPrefix('rank') + c] || [];
+    const p = points.find((q) => q[0] === record.step);
+    if (p) { row[c] = p[1]; found = true; }
+  }
+  return found ? row : null;
 }
 
 function fairnessView(data) {
   const records = recordsOf(data, 'group_table');
-  const gaps = Object.keys(data.scalars).filter((t) => t.startsWith(familyPrefix('fair')) && /_gap$/.test(t) && !/exposure_gap/.test(t));
-  if (!records.length && !gaps.length) return emptyState(EMPTY.fairness());
+  const gapRe = /^(.*)\/(.*)_at_(\d+)_gap$/;
+  const fair = familyPrefix('fair');
+  const gaps = Object.keys(data.scalars).filter((t) => t.startsWith(fair) && gapRe.test(tagTail(t, fair)));
+  if (!records.length && !gaps.length) return null;
   const box = el('div');
   if (records.length) {
     box.appendChild(perEvaluation(records, (r) => {
       const p = r.payload;
       const out = el('div');
-      out.appendChild(el('div', {class: 'tfd-note', text: `${p.queries ?? '?'} queries, K = ${(p.ks || []).join(', ')}` +
-                                                       (p.missing_positives ? `, ${p.missing_positives} positives not in the candidates` : '')}));
+      const over = averagedOver(p);
+      out.appendChild(el('div', {class: 'tfd-over', text: `Each metric ${over || 'averaged over the evaluation\'s queries'}` +
+        `; a group's row over its own queries (count); K = ${(p.ks || []).join(', ')}` +
+        (p.missing_positives ? `; ${p.missing_positives} positives not in the candidates` : '')}));
       for (const [key, rows] of Object.entries(p.user_groups || {})) {
         const columns = rows.length ? Object.keys(rows[0]).filter((c) => c !== 'group') : [];
         out.appendChild(el('h4', {text: `by ${key}`}));
-        out.appendChild(groupTable(rows, columns));
+        const table = groupTable(rows, columns, {baseline: baselineRow(data, r, columns)});
+        table.setAttribute('data-key', key);
+        out.appendChild(table);
       }
-      if (!Object.keys(p.user_groups || {}).length) out.appendChild(emptyState('No user groups: pass user_group_keys to BeyondAccuracy.'));
+      if (!Object.keys(p.user_groups || {}).length) out.appendChild(el('div', {class: 'tfd-note', text: 'No user groups: pass user_group_keys to BeyondAccuracy.'}));
       return out;
     }));
+    box.appendChild(el('div', {class: 'tfd-note', text: 'Green: best group of a column, red: worst; "±N%": the ' +
+      'group against all queries; a column is flagged when its worst group gets under 0.8 of the best.'}));
   }
   if (gaps.length) {
     box.appendChild(el('h4', {text: 'User-group gaps over evaluations'}));
-    const subset = Object.fromEntries(gaps.map((t) => [t, data.scalars[t]]));
-    box.appendChild(chartsByParent(subset, familyPrefix('fair'), {groupBy: (t) => byMetric(t), leaf: kOf}));
+    box.appendChild(charts(data, gaps, {over: 'per evaluation: the best group minus the worst, each averaged over its own ' +
+                                              'queries ({queries} in all)', group: (rest) => {
+      const m = gapRe.exec(rest);
+      return {key: `${m[1]}/${m[2]}`, quantity: `${m[2]} gap across ${m[1]} (max − min)`, series: `@${m[3]}`};
+    }}));
+  }
+  // Each group's metric over evaluations: tags <key>/<metric>/<group> of the tables' user-group keys.
+  const keys = new Set(records.flatMap((r) => Object.keys(r.payload.user_groups || {})));
+  const perGroup = Object.keys(data.scalars).filter((t) => {
+    const parts = tagTail(t, fair).split('/');
+    return t.startsWith(fair) && parts.length >= 3 && keys.has(parts[0]);
+  });
+  if (perGroup.length) {
+    const details = el('details', {}, el('summary', {text: 'Each group over evaluations'}));
+    details.appendChild(charts(data, perGroup, {over: 'per evaluation, averaged over the group\'s queries', group: (rest) => {
+      const [key, metric, ...group] = rest.split('/');
+      return {key: `${key}/${metric}`, quantity: `${metric} by ${key}`, series: group.join('/')};
+    }}));
+    box.appendChild(details);
   }
   return box;
-}
-
-function lorenzChart(curves) {
-  const size = 220, m = 28;
-  const root = svg('svg', {viewBox: `0 0 ${size + m + 8} ${size + m + 8}`, class: 'tfd-lorenz', role: 'img'});
-  const X = (v) => m + v * size, Y = (v) => 8 + (1 - v) * size;
-  root.appendChild(svg('rect', {x: m, y: 8, width: size, height: size, class: 'tfd-frame'}));
-  root.appendChild(svg('line', {x1: X(0), y1: Y(0), x2: X(1), y2: Y(1), class: 'tfd-equality'}));
-  root.appendChild(svg('text', {x: m, y: size + 24, class: 'tfd-tick'}, 'share of items (least exposed first) →'));
-  const yl = svg('text', {x: 10, y: size, class: 'tfd-tick', transform: `rotate(-90 10 ${size})`}, 'share of exposure →');
-  root.appendChild(yl);
-  curves.forEach((c, i) => {
-    root.appendChild(svg('polyline', {points: c.x.map((x, j) => `${X(x).toFixed(1)},${Y(c.y[j]).toFixed(1)}`).join(' '),
-                                      fill: 'none', stroke: COLORS[i % COLORS.length], 'stroke-width': 2}));
-  });
-  return root;
 }
 
 function exposureView(data) {
   const lorenz = recordsOf(data, 'lorenz');
   const tables = recordsOf(data, 'group_table').filter((r) => (r.payload.item_groups || []).length);
   const gini = Object.keys(data.scalars).filter((t) => t.startsWith(tagOf('fair_exposure_gini')));
-  if (!lorenz.length && !tables.length && !gini.length) return emptyState(EMPTY.exposure());
+  if (!lorenz.length && !tables.length && !gini.length) return null;
   const box = el('div');
+  const over = overText(familyOver('fair'), evaluationPayload(data));
   if (lorenz.length) {
     box.appendChild(perEvaluation(lorenz, (r) => {
       const curves = r.payload.curves || [];
-      return el('div', {class: 'tfd-row'}, lorenzChart(curves),
-                legend(curves.map((c) => `top-${c.k}: Gini ${num(c.gini)}`)));
+      return el('div', {}, el('div', {class: 'tfd-over', text: `Lorenz curve of position-discounted item exposure: ${over}`}),
+                el('div', {class: 'tfd-row'}, lorenzChart(curves), legend(curves.map((c) => `top-${c.k}: Gini ${num(c.gini)}`))));
     }));
   }
   if (tables.length) {
@@ -465,19 +508,18 @@ function exposureView(data) {
     box.appendChild(perEvaluation(tables, (r) => {
       const rows = r.payload.item_groups;
       const columns = Object.keys(rows[0]).filter((c) => c !== 'group');
-      return groupTable(rows, columns, {ratioWarn: 0});
+      return el('div', {}, el('div', {class: 'tfd-over', text: overText(familyOver('fair'), r.payload)}),
+                // Neither the most nor the least exposed group is "best": parity is 1.
+                groupTable(rows, columns, {ratioWarn: 0, marks: false}));
     }));
   }
-  if (gini.length) {
-    const subset = Object.fromEntries(gini.map((t) => [t, data.scalars[t]]));
-    box.appendChild(chartsByParent(subset, familyPrefix('fair'), {groupBy: byMetric, leaf: kOf}));
-  }
+  if (gini.length) box.appendChild(charts(data, gini, {group: byMetric}));
   return box;
 }
 
 function explanationsView(data) {
   const records = recordsOf(data, 'attribution_table');
-  if (!records.length) return emptyState(EMPTY.explanations());
+  if (!records.length) return null;
   const box = el('div');
   box.appendChild(perEvaluation(records, (r) => {
     const p = r.payload;
@@ -495,7 +537,8 @@ function explanationsView(data) {
       const output = Array.isArray(p.outputs) ? num(p.outputs[i]) : '';
       return [label, ...cells, num(Array.isArray(p.base_value) ? p.base_value[i] : p.base_value), output];
     });
-    return el('div', {}, el('div', {class: 'tfd-note', text: `method: ${p.method ?? '?'}`}),
+    return el('div', {}, el('div', {class: 'tfd-over', text: `method: ${p.method ?? '?'}; ${values.length} probe ` +
+                                                           'examples, one row each (red: raises the score, blue: lowers it)'}),
               table(headers, rows));
   }));
   box.appendChild(el('div', {class: 'tfd-note', text: `The explainer's bar chart image (${tagOf('explain_bar_chart')}) is in the Images dashboard.`}));
@@ -531,73 +574,138 @@ function skippedFilesNote(skipped) {
 }
 
 function otherScalarsView(data) {
-  const covered = ['grad', 'overfit', 'fair', 'div', 'rank'].map(familyPrefix);  // the views above
+  const covered = ['grad', 'overfit', 'embed', 'fair', 'div', 'rank'].map(familyPrefix);  // the views above
   const tags = Object.keys(data.scalars).filter((t) => !covered.some((c) => t.startsWith(c)));
   if (!tags.length) return null;
-  const box = el('div');
-  const subset = Object.fromEntries(tags.map((t) => [t, data.scalars[t]]));
-  box.appendChild(chartsByParent(subset, SCHEMA.prefix));
-  return box;
+  return charts(data, tags);
 }
 
 // Views whose tables are wide show runs one under the other, the others side by side.
 const STACKED = new Set(['alerts', 'fairness', 'explanations']);
+const WIDE = new Set(['overfitting']);
 
+// [id, title, view]; the schema's alert_views name these ids.
+// The evidence first (the summary links there), then every alert as it fired and cleared.
 const VIEWS = [
-  ['alerts', 'Alerts', alertsView],
   ['gradients', 'Gradient health', gradientsView],
-  ['overfitting', 'Overfitting', (d) => scalarFamilyView(d, familyPrefix('overfit'), EMPTY.overfitting)],
+  ['overfitting', 'Overfitting', overfittingView],
+  ['embeddings', 'Embedding tables', embeddingsView],
   ['fairness', 'Fairness by user group', fairnessView],
   ['exposure', 'Exposure', exposureView],
-  ['diversity', 'Diversity & coverage', (d) => scalarFamilyView(d, familyPrefix('div'), EMPTY.diversity, {groupBy: byMetric, leaf: kOf})],
-  ['accuracy', 'Top-K accuracy', (d) => scalarFamilyView(d, familyPrefix('rank'), EMPTY.accuracy, {groupBy: byMetric, leaf: kOf})],
+  ['accuracy', 'Top-K accuracy', (d) => scalarFamilyView(d, 'rank')],
+  ['diversity', 'Diversity & coverage', (d) => scalarFamilyView(d, 'div')],
   ['explanations', 'Explanations', explanationsView],
+  ['alerts', 'Alert history', alertsView],
   ['records', 'Other records', otherRecordsView],
   ['scalars', 'Other scalars', otherScalarsView],
   ['skipped', 'Unreadable records', skippedRecordsView],
 ];
+const TITLE = Object.fromEntries(VIEWS.map(([id, title]) => [id, title]));
+
+// ------------------------------------------------------------------ the summary
+
+/** What is wrong now in the checked runs: one line per active alert, worst first, linked to its evidence. */
+function summaryView(results, drawnViews) {
+  const rank = Object.fromEntries(SCHEMA.severities.map((s, i) => [s, i]));
+  const active = results.flatMap(({run, data}) => (data ? data.active_alerts.map((a) => ({...a, run})) : []));
+  active.sort((a, b) => (rank[b.severity] ?? 0) - (rank[a.severity] ?? 0) || (a.since_step ?? 0) - (b.since_step ?? 0));
+  const fired = results.reduce((n, {data}) => n + (data ? data.alert_counts.fired : 0), 0);
+  const cleared = results.reduce((n, {data}) => n + (data ? data.alert_counts.cleared : 0), 0);
+  const section = el('section', {class: 'tfd-summary', id: 'tfd-summary'});
+  const history = drawnViews.has('alerts') ? jump('tfd-alerts', 'Alert history') : 'Alert history';
+  // A run that did not load is not a run without problems.
+  const failed = results.filter((r) => !r.data).map((r) => r.run);
+  if (failed.length) {
+    const why = results.find((r) => r.error).error.message;
+    section.appendChild(el('div', {class: 'tfd-warn tfd-failed', text: `Could not load ${failed.join(', ')} (${why}): ` +
+      (failed.length === results.length ? 'nothing to summarise.' : 'left out of the summary and the views.')}));
+    if (failed.length === results.length) return section;
+  }
+  if (!active.length) {
+    if (!failed.length) section.classList.add('tfd-summary-ok');
+    const counts = fired ? `${fired} alert${fired === 1 ? '' : 's'} fired, ${cleared} cleared` : 'no alert has fired';
+    section.appendChild(el('div', {class: 'tfd-summary-line'}, `Nothing needs attention: no active alert in the checked runs (${counts}).`));
+    return section;
+  }
+  section.appendChild(el('h2', {text: `What needs attention: ${active.length} active problem${active.length === 1 ? '' : 's'}`}));
+  const rows = active.map((a) => {
+    const view = SCHEMA.alert_views[a.kind];
+    const target = drawnViews.has(view) ? view : 'alerts';
+    return [a.severity, a.kind, a.subject, a.run, stepText(a.since_step, a.since_epoch), a.message,
+            jump(`tfd-${target}`, `${TITLE[target]} →`, {class: 'tfd-look', 'data-view': target})];
+  });
+  section.appendChild(table(['severity', 'problem', 'subject', 'run', 'since', 'what to try', 'evidence'], rows,
+    (i, j) => (j === 0 ? `tfd-sev-${active[i].severity}` : j === 4 ? 'tfd-since' : j === 5 ? 'tfd-message' : ''),
+    {cls: 'tfd-text-table', rowAttrs: (i) => ({'data-kind': active[i].kind, 'data-subject': active[i].subject, 'data-run': active[i].run,
+                         'data-severity': active[i].severity})}));
+  const closed = fired - active.length;
+  section.appendChild(el('div', {class: 'tfd-note'},
+    `${fired} alert${fired === 1 ? '' : 's'} fired in the checked runs, ${cleared} cleared` +
+    (closed > 0 ? '; the ones no longer active are in the ' : '; every one is in the '), history, '.'));
+  return section;
+}
 
 // ------------------------------------------------------------------ page
 
+let rendering = 0;  // the latest showRuns call: an older one still loading must not draw over it
+
 async function showRuns(main, runs) {
+  const me = ++rendering;
   main.textContent = '';
   if (!runs.length) {
-    main.appendChild(emptyState('Select a run.'));
+    main.appendChild(el('div', {class: 'tfd-empty', text: 'Select a run.'}));
     return;
   }
   const loading = el('div', {class: 'tfd-note', text: 'Loading…'});
   main.appendChild(loading);
   const results = await Promise.all(runs.map((run) => getJSON('overview', {run}).then(
     (data) => ({run, data}), (error) => ({run, error}))));
+  if (me !== rendering) return;
   loading.remove();
+  const sections = [], empty = [];
+  // A run that could not load is named once, in the summary, not in every view.
+  const loaded = results.filter((r) => r.data);
   for (const [id, title, view] of VIEWS) {
-    const drawn = results.map(({run, data, error}) => {
+    const drawn = loaded.map(({run, data}) => {
       let content;
       try {
-        content = error ? el('div', {class: 'tfd-warn', text: `Could not load: ${error.message}`}) : view(data);
+        content = view(data);
       } catch (e) {
         content = el('div', {class: 'tfd-warn', text: `Could not draw this view: ${e.message}`});
       }
       return {run, content};
-    }).filter((d) => d.content);
-    if (!drawn.length) continue;
-    // Runs with data side by side; the "no data yet" message once, naming the runs without.
-    const withData = drawn.filter((d) => !d.content.classList.contains('tfd-empty'));
-    const without = drawn.filter((d) => d.content.classList.contains('tfd-empty')).map((d) => d.run);
-    const section = el('section', {class: 'tfd-section', id: `tfd-${id}`}, el('h2', {text: title}));
+    });
+    const withData = drawn.filter((d) => d.content);
     if (!withData.length) {
-      section.appendChild(drawn[0].content);
-    } else {
-      const panels = withData.map(({run, content}) =>
-        el('div', {class: 'tfd-panel'}, el('div', {class: 'tfd-run', text: run}), content));
-      const row = el('div', {class: 'tfd-panels'}, ...panels);
-      row.style.gridTemplateColumns = STACKED.has(id) ? '1fr' : `repeat(${panels.length}, minmax(0, 1fr))`;
-      section.appendChild(row);
-      if (without.length) {
-        section.appendChild(el('div', {class: 'tfd-note', text: `No data in ${without.join(', ')}.`}));
-      }
+      if (EMPTY[id]) empty.push(id);
+      continue;
     }
-    main.appendChild(section);
+    const without = drawn.filter((d) => !d.content).map((d) => d.run);
+    const section = el('section', {class: 'tfd-section', id: `tfd-${id}`}, el('h2', {text: title}));
+    const panels = withData.map(({run, content}) =>
+      el('div', {class: 'tfd-panel', 'data-run': run}, el('div', {class: 'tfd-run', text: run}), content));
+    const row = el('div', {class: 'tfd-panels'}, ...panels);
+    // Side by side while each run gets room for two charts (three for a metric's curves and gaps), else stacked.
+    const min = WIDE.has(id) ? 960 : 640;
+    row.style.gridTemplateColumns = STACKED.has(id) ? '1fr' : `repeat(auto-fit, minmax(min(100%, ${min}px), 1fr))`;
+    section.appendChild(row);
+    if (without.length) section.appendChild(el('div', {class: 'tfd-note tfd-without', text: `No data in ${without.join(', ')}.`}));
+    sections.push([id, section]);
+  }
+  const drawnViews = new Set(sections.map(([id]) => id));
+  main.appendChild(summaryView(results, drawnViews));
+  if (sections.length) {
+    main.appendChild(el('nav', {class: 'tfd-nav'}, 'Views: ', ...sections.flatMap(([id], i) =>
+      [i ? ' · ' : '', jump(`tfd-${id}`, TITLE[id])])));
+  }
+  for (const [, section] of sections) main.appendChild(section);
+  // Views no checked run has data for: one folded line, each with the callback that writes it.
+  if (empty.length) {
+    const details = el('details', {class: 'tfd-empty-views', id: 'tfd-empty-views'},
+                       el('summary', {text: `No data yet in the checked runs: ${empty.map((id) => TITLE[id]).join(', ')}`}));
+    details.appendChild(el('ul', {}, ...empty.map((id) =>
+      el('li', {'data-view': id}, el('b', {text: `${TITLE[id]}: `}), EMPTY[id]()))));
+    main.appendChild(details);
   }
 }
 
@@ -618,16 +726,17 @@ export async function render() {
   const skippedNote = skippedFilesNote(listing.skipped);
   if (skippedNote) root.appendChild(skippedNote);
   if (!runs.length) {
-    root.appendChild(emptyState('No tfrs_diag data in this logdir yet. Add tfrs_diag.callbacks.GradientStatistics ' +
+    root.appendChild(el('div', {class: 'tfd-empty', text: 'No tfrs_diag data in this logdir yet. Add tfrs_diag.callbacks.GradientStatistics ' +
       '(gradient health and alerts) and tfrs_diag.callbacks.BeyondAccuracy (accuracy, fairness, exposure, diversity) ' +
-      'to model.fit(..., callbacks=[...]) with log_dir inside this logdir, then reload.'));
+      'to model.fit(..., callbacks=[...]) with log_dir inside this logdir, then reload.'}));
     return;
   }
   const main = el('main');
-  const picker = el('div', {class: 'tfd-runs'}, el('span', {text: 'Runs side by side: '}));
+  const picker = el('div', {class: 'tfd-runs'}, el('span', {text: 'Runs (side by side): '}));
+  const MAX_CHECKED = 6;  // every run of a usual logdir; more would make the columns too narrow
   const boxes = runs.map((run, i) => {
     const box = el('input', {type: 'checkbox', value: run});
-    box.checked = i < 3;
+    box.checked = i < MAX_CHECKED;
     box.addEventListener('change', () => showRuns(main, boxes.filter((b) => b.checked).map((b) => b.value)));
     picker.appendChild(el('label', {class: 'tfd-run-choice'}, box, run));
     return box;
