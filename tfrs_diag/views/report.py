@@ -25,6 +25,7 @@ import sys
 from typing import Any, Sequence
 
 from tfrs_diag.summary import events, schema
+from tfrs_diag.summary.alerts import active_alerts
 from tfrs_diag.recipes import TOP_K
 
 # ---------------------------------------------------------------- text helpers
@@ -323,7 +324,7 @@ def report_lines(logdir: str, *, verbose: int = 0) -> tuple[list[str], list[dict
         if not mine:
             continue
         lines += _run_lines(name, run)
-        every_alert.extend(run.alerts())
+        every_alert.extend({**a, "run": name} for a in run.alerts())
     if progress:
         print(f"\rread {len(run_dirs)} runs{' ' * 72}", file=sys.stderr, flush=True)
     if skipped:
@@ -378,13 +379,16 @@ def _averaged_over(payload: dict) -> str:
 
 
 def firing(alerts: Sequence[dict], at_least: str) -> list[dict]:
-    """Alerts of severity ``at_least`` or worse whose (kind, subject) was not cleared after them."""
-    state: dict[tuple, dict] = {}
+    """Alerts of severity ``at_least`` or worse still active in their run (`active_alerts` per ``run``).
+
+    >>> fired = {"kind": "k", "subject": "s", "severity": "warning", "step": 3, "run": "a"}
+    >>> [a["run"] for a in firing([fired, {**fired, "run": "b"}, {**fired, "step": 4, "status": "cleared"}],
+    ...                           "warning")]
+    ['b']
+    """
+    runs: dict[Any, list[dict]] = {}
     for a in sorted(alerts, key=lambda a: a.get("step", 0)):
-        key = (a.get("kind"), a.get("subject"))
-        if a.get("status") == "cleared":
-            state.pop(key, None)
-        else:
-            state[key] = a
+        runs.setdefault(a.get("run"), []).append(a)
     floor = schema.SEVERITY_ORDER[at_least]
-    return [a for a in state.values() if schema.SEVERITY_ORDER.get(a.get("severity"), 0) >= floor]
+    return [a for run in runs.values() for a in active_alerts(run)
+            if schema.SEVERITY_ORDER.get(a.get("severity"), 0) >= floor]
