@@ -51,12 +51,18 @@ def run_vanishing(d, every, detector=None):
 
 
 def run_exploding(d, detector=None):
+    """subject -> the step it first fired at."""
+    return {subject: steps[0][1] for subject, steps in exploding_lifecycle(d, detector).items()}
+
+
+def exploding_lifecycle(d, detector=None):
+    """subject -> [(action, step), ...] of the detector over a recorded run."""
     det = detector or ExplodingGradients()
-    fired = {}
+    events = {}
     for s in d["steps"]:
         for f in det.observe(s["step"], dict(zip(d["variables"], s["grad_norm"]))):
-            fired[f.subject] = s["step"]
-    return fired
+            events.setdefault(f.subject, []).append((f.action, s["step"]))
+    return events
 
 
 def old_exploding(d, factor=100.0, window=25):
@@ -134,6 +140,28 @@ def test_finite_explosion_is_reported_and_stays_finite(series):
     # Labels x1000 at steps 51-53: the global norm jumps from ~2 to 33,000.
     assert set(fired.values()) == {51}
     assert "sequential_2/out/kernel" in fired
+
+
+def test_an_explosion_whose_run_does_not_come_back_stays_active(series):
+    # Labels x1000 at steps 51-53 blew the weights up: from step 55 on the global norm stays
+    # 10-85x its level before (2.8); one step (54, 7x) within 10x (sqrt of the factor 100) is
+    # not the 25 calm steps in a row that clear the alert.
+    d = series["explode_finite"]
+    steps = {s["step"]: s["global_norm"] for s in d["steps"]}
+    level = sorted(steps[s] for s in range(26, 51))[12]
+    assert steps[54] <= 10 * level and min(steps[s] for s in range(55, 95)) > 10 * level
+    assert all([a for a, _ in e] == ["fire"] for e in exploding_lifecycle(d).values())
+    # Nor does a run that goes from explosion to NaN.
+    assert all([a for a, _ in e] == ["fire"] for e in exploding_lifecycle(series["explode_nonfinite"]).values())
+
+
+def test_exploding_fires_again_after_it_cleared_and_flags_the_capture_to_rearm():
+    det = ExplodingGradients(factor=10, window=5, clear_after=3)
+    norms = [1.0] * 6 + [100.0] + [1.0] * 4 + [100.0]
+    out = [(f.action, i + 1) for i, x in enumerate(norms) for f in det.observe(i + 1, {"w": x})]
+    assert out == [("fire", 7), ("clear", 10), ("fire", 12)] and det.rearm
+    with pytest.raises(ValueError, match="clear_after"):
+        ExplodingGradients(clear_after=0)
 
 
 def test_exploding_window_fills_before_detection_and_reset_forgets():

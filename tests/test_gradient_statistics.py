@@ -355,6 +355,26 @@ def test_exploding_gradients_alert_before_the_first_nan(tmp_path):
     assert len([n for n in cb.notes if "pause" in n]) == 1
 
 
+
+def test_an_exploding_alert_clears_when_the_run_recovers_and_fires_again_on_the_next_spike(tmp_path):
+    # Labels x1000 in two pairs of batches; clipnorm keeps the weights sane, so after each
+    # spike the gradients (seen before clipping) return to their level.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3200, 8)).astype(np.float32)
+    y = (x @ rng.normal(size=(8, 1))).astype(np.float32)
+    for lo in (39 * 32, 79 * 32):  # steps 40-41 and 80-81
+        y[lo:lo + 64] *= 1000.0
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([tf.keras.Input((8,)), tf.keras.layers.Dense(1, name="linear")])
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.05, clipnorm=1.0), loss="mse")
+    cb = GradientStatistics(str(tmp_path), every_n_steps=5, exploding_window=10, verbose=0)
+    model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(32), epochs=1, callbacks=[cb], verbose=0)
+    events = [(a.status, a.step) for a in cb.alerts if a.kind == "exploding_gradients" and a.subject == "linear/kernel"]
+    # Fired at each spike's first step; cleared after 10 calm steps in a row (42-51, 82-91).
+    assert events == [("firing", 40), ("cleared", 51), ("firing", 80), ("cleared", 91)], events
+    run = summary.read_run(str(tmp_path / "train"))
+    assert [(a["status"], a["step"]) for a in run.alerts() if a["subject"] == "linear/kernel"] == events
+
 def test_in_graph_exploding_rule_is_the_pure_detectors(tmp_path):
     from tfrs_diag.detectors import ExplodingGradients
 

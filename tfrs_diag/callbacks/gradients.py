@@ -192,6 +192,12 @@ class GradientStatistics(tf.keras.callbacks.Callback):
                 for kind, subject in [k for k in self.alert_log.active if k[0] in _KINDS]:
                     self.alert_log.clear(kind, subject, self._read_step, self._epoch)
         step = self._step_base + int(batch) + 1
+        norm = (logs or {}).get("grad_norm")
+        if norm is not None and not self.pause.paused:  # back to its level: the exploding alert clears
+            apply_findings(self.alert_log, self.exploding_detector.calm(step, float(norm)), step, self._epoch)
+            if self.exploding_detector.rearm:
+                self.capture.rearm_exploding()
+                self.exploding_detector.rearm = False
         if self.on_nonfinite != "alert" and self.capture.nonfinite_since() >= 0:
             self._flush_stats()
             self._handle_nonfinite_stop()

@@ -388,6 +388,16 @@ class GradientCapture:
         s.exploding_ratio.assign(tf.zeros([v_count]))
         s.exploding_share.assign(tf.zeros([v_count]))
 
+    def rearm_exploding(self) -> None:
+        """Forgets the first exploding step of every variable, so that a later explosion is recorded."""
+        s = self.state
+        if s is None:
+            return
+        v_count = len(self.tracked)
+        s.exploding_first.assign(tf.fill([v_count], tf.constant(-1, tf.int64)))
+        s.exploding_ratio.assign(tf.zeros([v_count]))
+        s.exploding_share.assign(tf.zeros([v_count]))
+
     def nonfinite_since(self) -> int:
         """Step of the latest non-finite gradient (-1 if none): one scalar read."""
         if self.state is None:

@@ -120,15 +120,23 @@ class ExplodingGradients(Detector):
     `GradientCapture` applies the same rule in-graph on every step and `update` takes
     what it recorded: per variable (first exploding step, ratio to the median, share).
 
+    An explosion is an event, but its alert stays active only while the run has not
+    recovered: `calm` is fed the global norm of every step, and once it has stayed within
+    ``sqrt(factor)`` of its level before the explosion (the median of the steps before it)
+    for ``clear_after`` steps in a row, every firing variable is cleared and `rearm` is
+    set, so that the capture records a later explosion of the same variables afresh.
+
     Args:
       factor: how far above the running median (100: two orders of magnitude).
       window: steps in the running median.
       min_share: fraction of the step's global norm a variable must carry to be named.
+      clear_after: calm steps in a row that clear the alert (default: ``window``).
     """
 
     kind = "exploding_gradients"
 
-    def __init__(self, factor: float = 100.0, window: int = 25, min_share: float = 0.1):
+    def __init__(self, factor: float = 100.0, window: int = 25, min_share: float = 0.1,
+                 clear_after: int | None = None):
         super().__init__()
         if not factor > 1:
             raise ValueError(f"exploding_factor must be > 1, got {factor!r}")
@@ -136,34 +144,64 @@ class ExplodingGradients(Detector):
             raise ValueError(f"exploding_window must be a positive integer, got {window!r}")
         if not 0 < min_share <= 1:
             raise ValueError(f"exploding_min_share must be in (0, 1], got {min_share!r}")
+        clear_after = window if clear_after is None else clear_after
+        if isinstance(clear_after, bool) or not isinstance(clear_after, int) or clear_after <= 0:
+            raise ValueError(f"clear_after must be a positive integer, got {clear_after!r}")
         self.factor = float(factor)
         self.window = window
         self.min_share = float(min_share)
-        self._history: collections.deque[float] = collections.deque([math.inf] * window, maxlen=window)
+        self.clear_after = clear_after
+        self.reset()
 
     def reset(self) -> None:
         super().reset()
         self._history = collections.deque([math.inf] * self.window, maxlen=self.window)
+        # (step, log10 global norm) of the recent steps `calm` saw: the level before an explosion.
+        self._recent: collections.deque[tuple[int, float]] = collections.deque(maxlen=max(4 * self.window, 256))
+        self._level: float | None = None
+        self._calm = 0
+        #: Set when the alert cleared: the in-graph record of first exploding steps must be re-armed.
+        self.rearm = False
 
     def running_median(self) -> float:
         """The (window // 2 + 1)-th largest log10 norm of the window (+inf while it fills)."""
         return sorted(self._history, reverse=True)[self.window // 2]
 
     def observe(self, step: int, norms: Mapping[str, float]) -> list[Finding]:
-        """One step's per-variable gradient norms (every step, in order)."""
+        """One step's per-variable gradient norms (every step, in order): fires, and clears via `calm`."""
         total = math.sqrt(sum(float(v) ** 2 for v in norms.values()))
         median = self.running_median()
         if not math.isfinite(total):
             self._history.append(median)
-            return []
+            return self.calm(step, total)
         log_norm = min(math.log10(max(total, 1e-19)), 39.0)
         self._history.append(log_norm)
         ratio_log = log_norm - median
         if not ratio_log > math.log10(self.factor):
-            return []
+            return self.calm(step, total)
         events = {name: (int(step), 10.0 ** ratio_log, float(v) / total if total > 0 else 0.0)
                   for name, v in norms.items()}
-        return self.update(events)
+        return self.update(events) + self.calm(step, total)
+
+    def calm(self, step: int, global_norm: float | None) -> list[Finding]:
+        """One step's global norm: clears the alert once the run is back to its level (see the class)."""
+        if global_norm is None or not math.isfinite(float(global_norm)):
+            self._calm = 0
+            return []
+        log_norm = min(math.log10(max(float(global_norm), 1e-19)), 39.0)
+        self._recent.append((int(step), log_norm))
+        if not self.firing or self._level is None:
+            return []
+        self._calm = self._calm + 1 if log_norm <= self._level + 0.5 * math.log10(self.factor) else 0
+        if self._calm < self.clear_after:
+            return []
+        cleared = found(*(self.clear(subject) for subject in sorted(self.firing)))
+        self._level, self._calm, self.rearm = None, 0, True
+        return cleared
+
+    def _level_before(self, step: int) -> float | None:
+        before = [v for s, v in self._recent if s < step]
+        return _median(before[-self.window:]) if len(before) >= 3 else None
 
     def update(self, events: Mapping[str, tuple[int, float, float]]) -> list[Finding]:
         """Exploding steps recorded per variable: name -> (first step, ratio to the median, share)."""
@@ -174,6 +212,8 @@ class ExplodingGradients(Detector):
             top = max(events, key=lambda n: events[n][2])
             named = {top: events[top]}
         out = []
+        if not self.firing:  # a new explosion: the level to come back to
+            self._level, self._calm = self._level_before(min(e[0] for e in named.values())), 0
         for name, (step, ratio, share) in named.items():
             out.append(self.fire(name, (
                 f"At step {step} the global gradient norm jumped to {ratio:.3g}x its running median and this "
