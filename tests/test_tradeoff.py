@@ -12,6 +12,8 @@ from tfrs_diag.callbacks import BeyondAccuracy
 from tfrs_diag.layers import MMR, EpsilonGreedy, ReRankedTopK
 from tfrs_diag.views.report import report_lines
 
+ROUTE = "/data/plugin/tfrs_diag/"
+
 
 @pytest.fixture(scope="module")
 def setup():
@@ -104,3 +106,14 @@ def test_beyond_accuracy_writes_the_sweep_each_evaluation_and_the_report_prints_
     assert last["rows"] == cb.history_trade_off[-1][1]
     text = "\n".join(report_lines(str(tmp_path))[0])
     assert "Re-ranker trade-off, MMR" in text and "epoch 1" in text and "epoch 2" in text
+    # The plugin serves the records to its page (shown as JSON until the page has a chart).
+    from werkzeug.test import Client
+
+    from tfrs_diag.views.tensorboard import plugin
+
+    app = plugin.make_wsgi_app(str(tmp_path), load_fast=False)
+    try:
+        body = Client(app).get(ROUTE + "overview", query_string={"run": "validation"}).json
+    finally:
+        app.close()
+    assert [r["payload"]["rows"] for r in body["records"]["pareto"]] == [rows for _, rows in cb.history_trade_off]
