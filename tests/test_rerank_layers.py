@@ -156,6 +156,7 @@ def trained_quickstart():
     return model, data, model.movie_model(tf.constant(data.movies)), is_tail, np.arange(len(data.movies)) % 4
 
 
+@pytest.mark.slow  # trains the quickstart model once (about 4 s), then a SavedModel per layer
 @pytest.mark.parametrize("name", ["mmr", "mmr_category", "dpp", "calibrated", "epsilon", "boltzmann", "streaming"])
 def test_reranked_index_on_a_tutorial_model_saves_and_reloads(name, trained_quickstart, tmp_path):
     model, data, movie_embeddings, is_tail, groups = trained_quickstart

@@ -13,6 +13,7 @@ from tfrs_diag.layers import MMR, EpsilonGreedy, ReRankedTopK
 from tfrs_diag.views.report import report_lines
 
 ROUTE = "/data/plugin/tfrs_diag/"
+pytestmark = pytest.mark.slow  # the module's fixture trains the quickstart model (about 3 s), each sweep a few passes
 
 
 @pytest.fixture(scope="module")

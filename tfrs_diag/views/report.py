@@ -366,17 +366,13 @@ def _pareto_lines(records: Sequence[tuple[str, int, dict]]) -> list[str]:
     """The first and the latest knob sweeps: how the trade-off moved as the model trained."""
     from tfrs_diag.evaluation.tradeoff import format_trade_off  # noqa: PLC0415
 
-    shown = [records[0], records[-1]] if len(records) > 1 else list(records)
     lines: list[str] = []
-    for _, step, payload in shown:
+    for _, step, payload in ([records[0], records[-1]] if len(records) > 1 else records):
         rows = [r for r in payload.get("rows") or [] if isinstance(r, dict) and isinstance(r.get("value"), (int, float))]
-        ks = payload.get("ks") or [None]
-        if not rows or ks[0] is None:
-            continue
-        epoch = payload.get("epoch")
-        lines += ["", f"Re-ranker trade-off, {payload.get('reranker', 're-ranker')} (step {step}"
-                  + (f", epoch {epoch + 1}" if isinstance(epoch, int) else "") + "):"]
-        lines += format_trade_off(rows, ks[0])
+        ks, epoch = payload.get("ks") or [None], payload.get("epoch")
+        if rows and ks[0] is not None:
+            lines += ["", f"Re-ranker trade-off, {payload.get('reranker', 're-ranker')} (step {step}"
+                      + (f", epoch {epoch + 1}" if isinstance(epoch, int) else "") + "):"] + format_trade_off(rows, ks[0])
     return lines
 
 
