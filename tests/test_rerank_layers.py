@@ -206,3 +206,26 @@ def test_exploration_compiles_under_xla_and_stays_seeded(make):
     first, second = (tf.function(make(), jit_compile=True)(inputs).numpy() for _ in range(2))
     np.testing.assert_array_equal(first, second)
     assert all(len(set(row)) == 5 for row in first.tolist())
+
+
+@pytest.mark.parametrize("make", [lambda: MMR(0.5, k=6), lambda: MMR(0.5, k=6, similarity="category"),
+                                  lambda: DPP(0.5, k=6), lambda: Calibrated([0.4, 0.3, 0.3], 0.5, k=6),
+                                  lambda: Boltzmann(0.5, k=6), lambda: EpsilonGreedy(0.5, k=6)],
+                         ids=["mmr", "mmr_category", "dpp", "calibrated", "boltzmann", "epsilon"])
+def test_excluded_slots_come_last_and_never_twice(make):
+    # Only 4 real candidates for 6 slots (the rest excluded: -inf), as when a user has seen most of the pool.
+    scores, emb, groups = _pool(7, n=10)
+    scores[:, 4:] = -np.inf
+    inputs = {"scores": scores, "embeddings": emb, "groups": groups, "is_tail": groups == 0}
+    picks = make()(inputs).numpy()
+    assert all(len(set(row)) == 6 for row in picks.tolist())
+    assert (np.sort(picks[:, :4], axis=1) == np.arange(4)).all()
+
+
+def test_layers_rebuild_from_their_config():
+    scores, emb, groups = _pool(8)
+    inputs = {"scores": scores, "embeddings": emb, "groups": groups}
+    for layer in (MMR(0.3, k=4, similarity="category"), DPP(0.7, k=4, epsilon=1e-5),
+                  Calibrated([1.0, 2.0, 1.0], 0.4, k=4, smoothing=0.05)):
+        clone = type(layer).from_config(layer.get_config())
+        np.testing.assert_array_equal(clone(inputs).numpy(), layer(inputs).numpy())

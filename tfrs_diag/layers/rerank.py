@@ -92,8 +92,16 @@ def unit_rows(embeddings: tf.Tensor) -> tf.Tensor:
 
 
 def masked(values: tf.Tensor, taken: tf.Tensor) -> tf.Tensor:
-    """``values`` with taken slots at ``-inf`` (so an argmax never picks them again)."""
-    return tf.where(taken, tf.constant(NEG_INF, values.dtype), values)
+    """``values`` with taken slots at the lowest float (so an argmax never picks them again).
+
+    Untaken slots whose value is not finite (an excluded item's ``-inf`` score, NaN) get
+    half the lowest float instead: they lose to every real candidate, yet beat the taken
+    slots when the pool has fewer real candidates than ``k``. (Not ``-inf`` for taken
+    slots: TF's CPU argmax returns index 0 when no entry exceeds the lowest float.)
+    """
+    lowest = tf.constant(values.dtype.min, values.dtype)
+    values = tf.where(tf.math.is_finite(values), values, lowest / 2)
+    return tf.where(taken, lowest, values)
 
 
 def greedy_select(k: int, init_state, pick_fn) -> tf.Tensor:
