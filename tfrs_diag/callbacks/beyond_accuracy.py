@@ -56,6 +56,13 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
         that hold them (e.g. ``query_model="_query_model"``); by default the tutorials'
         names are looked for (`tfrs_diag.evaluation.QUERY_TOWERS`, `CANDIDATE_TOWERS`).
       composite: optional `CompositeScore` (or its weights dict).
+      reranker, rerank_pool: a `tfrs_diag.layers.ReRanker` that picks each query's top-K
+        from its ``rerank_pool`` best candidates, as in `tfrs_diag.evaluate`: every metric
+        is then the re-ranked lists'.
+      sweep: knob values of ``reranker``: each evaluation also runs one pass per value and
+        writes the trade-off as one ``tfrs_diag/div/pareto`` record (type "pareto": per
+        value NDCG, recall, coverage, ILD, novelty, APLT, Gini, exposure Gini), which
+        `tfrs-diag report` prints; ``history_trade_off`` keeps the rows per epoch.
       log_metrics: ``"headline"`` (default: the keys above), ``"all"``, or metric names
         (without ``val_``) added to the headline; a name the evaluation does not compute
         is reported once, with the names it does.
@@ -87,7 +94,8 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
                  query_features: str | Sequence[str] | None = None, query_model=None, candidate_model=None,
                  composite: CompositeScore | Mapping[str, float] | None = None, alert_metric: str | None = None,
                  fairness_ratio: float = 0.8, exposure_gini: float = 0.9, batch_size: int = 1024,
-                 log_metrics: str | Sequence[str] = "headline", run: str = "validation", verbose: int = 1):
+                 log_metrics: str | Sequence[str] = "headline", run: str = "validation", verbose: int = 1,
+                 reranker=None, rerank_pool: int = 100, sweep: Sequence[float] | None = None):
         super().__init__()
         if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs <= 0:
             raise ValueError(f"every_n_epochs must be a positive integer, got {every_n_epochs!r}")
@@ -101,7 +109,14 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
                                        user_group_keys=user_group_keys, user_group_names=user_group_names,
                                        item_groups=item_groups, item_group_names=item_group_names,
                                        item_popularity=item_popularity, item_is_head=item_is_head,
-                                       exclude_seen=exclude_seen, batch_size=batch_size)
+                                       exclude_seen=exclude_seen, batch_size=batch_size,
+                                       reranker=reranker, rerank_pool=rerank_pool)
+        if sweep is not None and reranker is None:
+            raise ValueError("sweep: needs reranker=, the layer whose knob it sweeps (e.g. tfrs_diag.layers.MMR())")
+        self.sweep = None if sweep is None else [float(v) for v in sweep]
+        for v in self.sweep or ():
+            reranker._check_knob(v)
+        self.history_trade_off: list[tuple[int, list[dict]]] = []
         if composite is not None and not isinstance(composite, CompositeScore):
             composite = CompositeScore(composite)
         self.composite = composite
@@ -151,6 +166,8 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
         if logs is not None:
             logs.update({f"val_{k}": values[k] for k in self._logged(values)})
         self._write(result, values, step, epoch)
+        if self.sweep:
+            self._write_trade_off(self.evaluator.sweep(self.model, self.sweep), step, epoch)
         self._check_alerts(result, step, epoch)
 
     def headline(self, values: Mapping[str, float]) -> list[str]:
@@ -201,6 +218,15 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
                                {"epoch": epoch, "curves": [
                                    {"k": k, "gini": values.get(f"exposure_gini_at_{k}"), **curve}
                                    for k, curve in sorted(result.exposure_lorenz.items())]}, step)
+        writer.flush()
+
+    def _write_trade_off(self, rows: list[dict], step: int, epoch: int):
+        self.history_trade_off.append((epoch, rows))
+        writer = S.writer_for(self.log_dir, self.run)
+        with writer.as_default():
+            S.write_record(schema.TAGS["div_pareto"], schema.PARETO_RECORD,
+                           {"epoch": epoch, "ks": list(self.evaluator.ks), "knob": rows[0]["knob"],
+                            "reranker": type(self.evaluator.reranker).__name__, "rows": rows}, step)
         writer.flush()
 
     def _check_alerts(self, result: EvaluationResult, step: int, epoch: int):

@@ -9,7 +9,8 @@ synthetic(seed=0): 30 users, 40 items, 300 interactions (242 train / 58 test)
 """
 
 from tfrs_diag.datasets._types import RecDataset, head_tail_split
+from tfrs_diag.datasets.feedback import synthetic_feedback
 from tfrs_diag.datasets.movielens import movielens_100k
 from tfrs_diag.datasets.synthetic import synthetic
 
-__all__ = ["RecDataset", "head_tail_split", "movielens_100k", "synthetic"]
+__all__ = ["RecDataset", "head_tail_split", "movielens_100k", "synthetic", "synthetic_feedback"]

@@ -20,7 +20,8 @@ def evaluate(model_or_query_tower, candidates, data, k: Sequence[int] | int = (1
              *, user_group_keys: Sequence[str] = (), item_groups=None, item_popularity=None, item_is_head=None,
              exclude_seen=None, query_key: str | None = None, item_key: str | None = None,
              query_features: str | Sequence[str] | None = None, query_model=None, candidate_model=None,
-             candidate_embeddings=None, batch_size: int = 1024, verbose: int = 1, **kwargs) -> EvaluationResult:
+             candidate_embeddings=None, batch_size: int = 1024, verbose: int = 1, reranker=None,
+             rerank_pool: int = 100, sweep: Sequence[float] | None = None, **kwargs) -> EvaluationResult:
     """Top-K accuracy, diversity, popularity bias, exposure and user-group fairness in one pass.
 
     Every metric is a mean over queries (``result.averaged_over`` says what a query is).
@@ -66,6 +67,12 @@ def evaluate(model_or_query_tower, candidates, data, k: Sequence[int] | int = (1
         candidate tower.
       batch_size: queries per top-K step.
       verbose: 1 shows a progress bar when there are many query batches; 0 is silent.
+      reranker: a `tfrs_diag.layers.ReRanker` (`MMR`, `DPP`, `Calibrated`, `EpsilonGreedy`,
+        `Boltzmann`) that picks each query's top-K from its ``rerank_pool`` best candidates;
+        every metric reads the re-ranked lists. `Calibrated`/`MMR(similarity="category")`
+        read ``item_groups``, `EpsilonGreedy` the tail of ``item_popularity``/``item_is_head``.
+      sweep: knob values of ``reranker`` (e.g. MMR's lambda ``[0.2, 0.5, 0.8, 1.0]``): one
+        more pass per value, in ``result.trade_off`` (docs/explore_exploit.md).
       **kwargs: more `TopKEvaluator` arguments (``user_group_names``,
         ``item_group_names``, ``diversity_embeddings``).
 
@@ -98,12 +105,18 @@ def evaluate(model_or_query_tower, candidates, data, k: Sequence[int] | int = (1
     >>> result.queries, 0.0 <= result["recall_at_2"] <= 1.0
     (3, True)
     """
+    if sweep is not None and reranker is None:
+        raise ValueError("sweep: needs reranker=, the layer whose knob it sweeps (e.g. tfrs_diag.layers.MMR())")
     evaluator = TopKEvaluator(candidates, data, k, query_key=query_key, item_key=item_key,
                               query_features=query_features, query_model=query_model,
                               candidate_model=candidate_model, user_group_keys=user_group_keys,
                               item_groups=item_groups, item_popularity=item_popularity, item_is_head=item_is_head,
-                              exclude_seen=exclude_seen, batch_size=batch_size, **kwargs)
-    return evaluator.run(model_or_query_tower, candidate_embeddings=candidate_embeddings, verbose=verbose)
+                              exclude_seen=exclude_seen, batch_size=batch_size, reranker=reranker,
+                              rerank_pool=rerank_pool, **kwargs)
+    result = evaluator.run(model_or_query_tower, candidate_embeddings=candidate_embeddings, verbose=verbose)
+    if sweep is not None:
+        result.trade_off = evaluator.sweep(model_or_query_tower, sweep, candidate_embeddings=candidate_embeddings)
+    return result
 
 
 def evaluate_ranking(scores, candidates, labels, k: Sequence[int] | int = (5, 10), *, num_items: int,

@@ -20,6 +20,7 @@ from tfrs_diag.evaluation.queries import (
     normalize_query_features,
 )
 from tfrs_diag.evaluation.result import EvaluationResult
+from tfrs_diag.evaluation.tradeoff import RerankTables, rerank, sweep
 from tfrs_diag.evaluation.towers import CANDIDATE_TOWERS, QUERY_TOWERS, missing_tower, resolve_tower
 from tfrs_diag.metrics._base import check_ks
 from tfrs_diag.metrics.batch import TopKBatch
@@ -97,7 +98,7 @@ class TopKEvaluator:
                  user_group_keys: Sequence[str] = (), user_group_names: Mapping[str, Sequence[str]] | None = None,
                  item_groups=None, item_group_names: Sequence[str] | None = None,
                  item_popularity=None, item_is_head=None, exclude_seen=None, batch_size: int = 1024,
-                 diversity_embeddings: bool = True):
+                 diversity_embeddings: bool = True, reranker=None, rerank_pool: int = 100):
         ks = check_ks(k)
         cand_ids = as_ids(candidates, "candidates")
         self.mapper = IdMapper(cand_ids)
@@ -132,6 +133,17 @@ class TopKEvaluator:
                 self.item_groups, self.item_group_names = groups.astype(np.int32), tuple(map(str, item_group_names))
             else:
                 self.item_groups, self.item_group_names = group_codes(groups)
+        self.reranker, self.rerank_pool, self._rerank_tables = reranker, int(rerank_pool), None
+        if reranker is not None:
+            from tfrs_diag.layers.rerank import ReRanker  # noqa: PLC0415  (layers import TFRS)
+
+            if not isinstance(reranker, ReRanker):
+                raise TypeError(f"reranker must be a tfrs_diag.layers.ReRanker (MMR, DPP, Calibrated, EpsilonGreedy, "
+                                f"Boltzmann), got {type(reranker).__name__}")
+            if self.rerank_pool < max(self.ks):
+                raise ValueError(f"rerank_pool ({rerank_pool}) must be at least the largest k ({max(self.ks)})")
+            self.rerank_pool = min(self.rerank_pool, n)
+            self._rerank_tables = RerankTables(reranker, n, self.item_groups, item_is_head, self.item_popularity)
         self._queries: Queries | None = None
         self._batch_tensors: list | None = None
         self._step = None
@@ -227,6 +239,16 @@ class TopKEvaluator:
         bad_rows = int(tf.reduce_sum(tf.cast(tf.logical_not(tf.reduce_all(tf.math.is_finite(cand), axis=1)), tf.int32)))
         return dataclasses.replace(result, query_key=self.query_key, nonfinite_candidates=bad_rows)
 
+    def sweep(self, model_or_query_tower, values, **run_kwargs) -> list[dict]:
+        """The trade-off of the reranker's knob: one `run` per value (the knob restored after).
+
+        Returns one row per value, ``{"knob", "value", "ndcg_at_<K>", "recall_at_<K>",
+        "coverage_at_<K>", "ild_at_<K>", "novelty_at_<K>", "aplt_at_<K>", "gini_at_<K>",
+        "exposure_gini_at_<K>"}`` (those this evaluation computes), each from one pass's
+        re-ranked lists. ``run_kwargs`` go to `run`.
+        """
+        return sweep(self, model_or_query_tower, values, **run_kwargs)
+
     def _batches(self, q: Queries) -> list:
         """The query batches as tensors, built once: they are the same at every evaluation."""
         if self._batch_tensors is None:
@@ -263,9 +285,11 @@ class TopKEvaluator:
 
         def step(features, cand, positives, groups, exclude, first, last):
             rare_cond(first, lambda: begin(cand), lambda: tf.constant(False))
-            top = top_k(query_tower(_copy(features)), cand, k_max, exclude)
+            tables = self._rerank_tables
+            top = top_k(query_tower(_copy(features)), cand, self.rerank_pool if tables else k_max, exclude)
+            indices = top.indices if tables is None else rerank(top, cand, tables, k_max)
             # group_queries stores positives in search order (in_search_order).
-            batch = TopKBatch(top.indices, positives, user_groups=groups, exclude=exclude,
+            batch = TopKBatch(indices, positives, user_groups=groups, exclude=exclude,
                               positives_in_search_order=True)
             for m in metrics.values():
                 m.update_state(batch)

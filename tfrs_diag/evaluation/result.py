@@ -30,6 +30,8 @@ class EvaluationResult(Mapping[str, float]):
     query_key: str | None = None
     #: Candidates whose embedding holds NaN/Inf (a diverged tower: the top-K lists mean nothing).
     nonfinite_candidates: int = 0
+    #: With a reranker and a sweep: one row per knob value (`TopKEvaluator.sweep`), else empty.
+    trade_off: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def averaged_over(self) -> str:
@@ -52,7 +54,8 @@ class EvaluationResult(Mapping[str, float]):
     def to_dict(self) -> dict[str, Any]:
         return {"metrics": dict(self.metrics), "tables": self.tables, "item_groups": self.item_group_table,
                 "ks": list(self.ks), "queries": self.queries, "query_key": self.query_key,
-                "missing_positives": self.missing_positives, "nonfinite_candidates": self.nonfinite_candidates}
+                "missing_positives": self.missing_positives, "nonfinite_candidates": self.nonfinite_candidates,
+                "trade_off": self.trade_off}
 
     def __str__(self) -> str:
         lines = [f"means over {self.averaged_over}, K = {', '.join(map(str, self.ks))}"
@@ -81,4 +84,8 @@ class EvaluationResult(Mapping[str, float]):
                 lines.append(f"  {str(r['group']):<14}" + "  ".join(
                     f"{r[c] if c == 'count' else r[f'{c}_at_{k}']:>9.4g}" for c in ("count", "recall", "ndcg", "hit_rate")))
             lines.append(f"  gap (max-min) ndcg@{k}: {self.metrics.get(f'{key}/ndcg_at_{k}_gap', float('nan')):.4f}")
+        if self.trade_off:
+            from tfrs_diag.evaluation.tradeoff import format_trade_off  # noqa: PLC0415
+
+            lines += [""] + format_trade_off(self.trade_off, self.ks[0])
         return "\n".join(lines)

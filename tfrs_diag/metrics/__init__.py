@@ -6,6 +6,7 @@ step's positives and groups, so one search feeds them all and what they share is
 once on the batch. `metric_families` builds the families of an evaluation.
 """
 
+from tfrs_diag.metrics.adaptive import FittedComposite, fit_composite
 from tfrs_diag.metrics.batch import TopKBatch
 from tfrs_diag.metrics.composite import CompositeScore
 from tfrs_diag.metrics.diversity import ItemDiversity, PopularityBias
@@ -14,5 +15,5 @@ from tfrs_diag.metrics.fairness import ItemExposure, UserGroupAccuracy
 from tfrs_diag.metrics.ranking import RankingAccuracy
 from tfrs_diag.metrics.topk import IdMapper, TopK, top_k
 
-__all__ = ["CompositeScore", "IdMapper", "ItemDiversity", "ItemExposure", "PopularityBias", "RankingAccuracy", "TopK",
+__all__ = ["CompositeScore", "FittedComposite", "fit_composite", "IdMapper", "ItemDiversity", "ItemExposure", "PopularityBias", "RankingAccuracy", "TopK",
            "TopKBatch", "UserGroupAccuracy", "metric_families", "top_k"]

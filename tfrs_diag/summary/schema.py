@@ -120,6 +120,10 @@ RECORD_TYPES = {
     "lorenz": "per K, the Lorenz curve of item exposure and its Gini",
     "attribution_table": "feature-group attributions of the probe examples",
 }
+#: A re-ranker's knob sweep (per value: accuracy against diversity, coverage, novelty, tail
+#: share; `BeyondAccuracy(sweep=...)`). Not in `RECORD_TYPES` until the plugin has its
+#: chart: the plugin shows record types it does not know as JSON, so this one stays visible.
+PARETO_RECORD = "pareto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +171,8 @@ TAG_TABLE: tuple[TagSpec, ...] = (
     _spec("overfit_epoch", "overfit", "epoch/", "scalar",
           "<metric>/train|val|gap|relative_gap per epoch (no gap for incomparable losses), trend tests",
           x="epoch", over="per epoch (train: as fit logged it; validation: evaluate on the validation data)"),
+    _spec("div_pareto", "div", "pareto", "record pareto",
+          "the trade-off of a re-ranker's knob: one row per value (BeyondAccuracy(sweep=...))"),
     _spec("fair_groups", "fair", "groups", "record group_table", "per-group tables of each evaluation"),
     _spec("fair_exposure_lorenz", "fair", "exposure_lorenz", "record lorenz", "Lorenz curves of item exposure"),
     _spec("fair_exposure_gini", "fair", "exposure_gini_at_", "scalar", "<K>: Gini of item exposure in the top K"),

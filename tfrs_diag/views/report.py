@@ -349,6 +349,7 @@ def _run_lines(name: str, run) -> list[str]:
         _, step, payload = lorenz[-1]
         ginis = ", ".join(f"top-{c.get('k')}: {_cell(c.get('gini'))}" for c in payload.get("curves", []))
         lines += [f"  exposure Gini (step {step}): {ginis}"]
+    lines += _pareto_lines(_records(run, schema.PARETO_RECORD))
     for family in ("rank", "div", "overfit"):
         table = _latest_scalars(run, family)
         if table:
@@ -359,6 +360,20 @@ def _run_lines(name: str, run) -> list[str]:
     if explanations:
         _, step, payload = explanations[-1]
         lines += ["", f"Explanations (step {step}):"] + _attribution(payload)
+    return lines
+
+
+def _pareto_lines(records: Sequence[tuple[str, int, dict]]) -> list[str]:
+    """The first and the latest knob sweeps: how the trade-off moved as the model trained."""
+    from tfrs_diag.evaluation.tradeoff import format_trade_off  # noqa: PLC0415
+
+    lines: list[str] = []
+    for _, step, payload in ([records[0], records[-1]] if len(records) > 1 else records):
+        rows = [r for r in payload.get("rows") or [] if isinstance(r, dict) and isinstance(r.get("value"), (int, float))]
+        ks, epoch = payload.get("ks") or [None], payload.get("epoch")
+        if rows and ks[0] is not None:
+            lines += ["", f"Re-ranker trade-off, {payload.get('reranker', 're-ranker')} (step {step}"
+                      + (f", epoch {epoch + 1}" if isinstance(epoch, int) else "") + "):"] + format_trade_off(rows, ks[0])
     return lines
 
 
