@@ -70,6 +70,11 @@ COUNT = 700  # a count the page must show whole (it once showed "7")
 COUNT_STEP = 45
 
 
+# A re-ranker's sweep: accuracy falls as coverage and ILD rise.
+PARETO_ROWS = [{"knob": "lambda", "value": v, "ndcg_at_10": 0.05 + 0.04 * v, "coverage_at_10": 0.6 - 0.3 * v,
+                "ild_at_10": 0.7 - 0.2 * v} for v in (0.25, 0.5, 0.75, 1.0)]
+
+
 def _synthetic_logs(logdir: str) -> None:
     """A run with what the other callbacks write: overfitting curves per epoch and per probe,
     a NaN gradient norm, an exploding global norm, three alerts at one step, an alert that
@@ -112,6 +117,8 @@ def _synthetic_logs(logdir: str) -> None:
             "examples": ["u1 -> i9", "u2 -> i3"], "values": [[0.5, -0.25, 0.125], [0.0, 1.5, -2.0]],
             "base_value": 3.5, "outputs": [3.875, 3.0], "epoch": 1}, 90)
         summary.write_record(summary.tag("explain", "mystery"), "mystery_table", {"answer": 42, "who": XSS_GROUP}, 90)
+        summary.write_record(schema.TAGS["div_pareto"], schema.PARETO_RECORD, {
+            "epoch": 1, "ks": [10], "knob": "lambda", "reranker": "MMR", "rows": PARETO_ROWS}, 90)
     log = summary.AlertLog(logdir, run="synthetic", echo=False)
     for subject in ("tower/dense", "tower/embedding", "tower/bias"):
         log.fire(summary.Alert("exploding_gradients", "warning", 50, 0, subject, f"{subject} exploded."))
@@ -422,7 +429,7 @@ def test_overview_gradient_heatmap_names_layers_and_marks_the_nan(client, logdir
     assert {"tfrs_diag/overfit/gap/loss", "tfrs_diag/overfit/probe/train_recall", "tfrs_diag/overfit/epoch/loss/val",
             "tfrs_diag/overfit/epoch/trend/val_loss/p_worse"} <= overfit
     assert [s for s, _ in r.json["scalars"]["tfrs_diag/overfit/epoch/loss/train"]] == list(range(len(EPOCH_TRAIN)))
-    assert set(r.json["records"]) == {"attribution_table", "mystery_table", "group_table"}
+    assert set(r.json["records"]) == {"attribution_table", "mystery_table", "group_table", "pareto"}
 
 
 def test_scalars_by_tag_and_prefix_are_downsampled(client):
@@ -901,6 +908,20 @@ def test_tensorboard_shows_alerts_and_the_fairness_table_in_chromium(browser_log
             # A loss without gap rows (as OverfittingMonitor now writes summed losses) is charted all the same.
             assert ("synthetic", epoch + "sum_loss/train") in tags_of
             assert ("synthetic", epoch + "sum_loss/gap") not in tags_of
+
+            # -- the re-ranking trade-off: one point per knob value, accuracy up, the chosen diversity across.
+            pareto = frame.locator('#tfd-tradeoff .tfd-panel[data-run="synthetic"] figure.tfd-pareto')
+            assert pareto.get_attribute("data-quantity") == "ndcg@10" and pareto.get_attribute("data-x") == "coverage@10"
+            points = pareto.locator("circle.tfd-pareto-point")
+            assert [float(p) for p in points.evaluate_all("(ps) => ps.map((p) => p.dataset.knob)")] == [
+                r["value"] for r in PARETO_ROWS]
+            ys = points.evaluate_all("(ps) => ps.map((p) => Number(p.getAttribute('cy')))")
+            assert ys == sorted(ys, reverse=True)  # svg y grows downwards: NDCG rises with lambda
+            frame.locator('#tfd-tradeoff .tfd-panel[data-run="synthetic"] select').select_option("ild")
+            assert frame.locator('#tfd-tradeoff .tfd-panel[data-run="synthetic"] figure.tfd-pareto').get_attribute(
+                "data-x") == "ild@10"
+            others = frame.locator("#tfd-records").inner_text()
+            assert "mystery_table" in others and "pareto" not in others  # a known type now, not raw JSON
 
             # -- a count of 700 is "700": in the per-group table and in a chart's hover read-out.
             synthetic = frame.locator('#tfd-fairness .tfd-panel[data-run="synthetic"] table')

@@ -119,10 +119,9 @@ RECORD_TYPES = {
     "group_table": "per-user-group and per-item-group metric rows of one evaluation",
     "lorenz": "per K, the Lorenz curve of item exposure and its Gini",
     "attribution_table": "feature-group attributions of the probe examples",
+    "pareto": "a re-ranker's knob sweep: per value, accuracy against diversity, coverage, novelty, tail share",
 }
-#: A re-ranker's knob sweep (per value: accuracy against diversity, coverage, novelty, tail
-#: share; `BeyondAccuracy(sweep=...)`). Not in `RECORD_TYPES` until the plugin has its
-#: chart: the plugin shows record types it does not know as JSON, so this one stays visible.
+#: The record type of `BeyondAccuracy(sweep=...)` (the page's "Re-ranking trade-off" view).
 PARETO_RECORD = "pareto"
 
 

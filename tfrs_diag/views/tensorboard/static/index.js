@@ -16,6 +16,7 @@ import {lineChart} from './chart.js';
 import {COLORS, el, legend, svg} from './dom.js';
 import {averagedOver, epochText, num, overText} from './format.js';
 import {byFirstPart, byMetric, chartGroups} from './grouping.js';
+import {diversityMetrics, paretoChart} from './tradeoff.js';
 
 const BASE = new URL('../', import.meta.url);  // the plugin's route: .../data/plugin/<plugin>/
 // The summary schema (tag prefixes, families, record types, chart rules, alert views), from
@@ -202,6 +203,8 @@ const EMPTY = {
   accuracy: () => `BeyondAccuracy writes ${familyPrefix('rank')}... after each evaluation.`,
   explanations: () => 'The explainer writes attribution tables of the probe examples at ' +
                 `${tagOf('explain_attributions')}.`,
+  tradeoff: () => 'BeyondAccuracy(..., reranker=tfrs_diag.layers.MMR(), sweep=[...]) writes the accuracy / ' +
+            `diversity trade-off of the re-ranker's knob at ${tagOf('div_pareto')} after each evaluation.`,
 };
 
 function alertsView(data) {
@@ -517,6 +520,29 @@ function exposureView(data) {
   return box;
 }
 
+function tradeoffView(data) {
+  const records = recordsOf(data, 'pareto');
+  if (!records.length) return null;
+  return perEvaluation(records, (r) => {
+    const p = r.payload, rows = p.rows || [], k = (p.ks || [])[0];
+    const metrics = diversityMetrics(rows, k);
+    const holder = el('div', {class: 'tfd-pareto-holder'});
+    const draw = (x) => { holder.textContent = ''; holder.appendChild(paretoChart(rows, {k, x, knob: p.knob})); };
+    const box = el('div', {}, el('div', {class: 'tfd-over', text: `${p.reranker ?? 're-ranker'}: ${rows.length} ` +
+                                                              `values of ${p.knob ?? 'its knob'}, at K = ${k}`}));
+    if (metrics.length > 1) {
+      box.appendChild(el('label', {class: 'tfd-label'}, 'diversity axis: ',
+                         select(metrics.map((m) => [m, `${m}@${k}`]), draw)));
+    }
+    box.appendChild(holder);
+    draw(metrics[0] || 'coverage');
+    const columns = Object.keys(rows[0] || {}).filter((c) => c !== 'knob');
+    box.appendChild(table(columns.map((c) => (c === 'value' ? p.knob ?? c : c)),
+                          rows.map((row) => columns.map((c) => num(row[c])))));
+    return box;
+  });
+}
+
 function explanationsView(data) {
   const records = recordsOf(data, 'attribution_table');
   if (!records.length) return null;
@@ -594,6 +620,7 @@ const VIEWS = [
   ['exposure', 'Exposure', exposureView],
   ['accuracy', 'Top-K accuracy', (d) => scalarFamilyView(d, 'rank')],
   ['diversity', 'Diversity & coverage', (d) => scalarFamilyView(d, 'div')],
+  ['tradeoff', 'Re-ranking trade-off', tradeoffView],
   ['explanations', 'Explanations', explanationsView],
   ['alerts', 'Alert history', alertsView],
   ['records', 'Other records', otherRecordsView],
