@@ -7,7 +7,11 @@ prints one table per layer (K = 10, pool = the 100 best candidates).
 
 Usage::
 
-    python benchmarks/rerank_tradeoff.py [--data-dir DIR] [--epochs N] [--json out.json]
+    python benchmarks/rerank_tradeoff.py [--data-dir DIR] [--epochs N] [--json out.json] [--svg out.svg]
+
+``--svg`` writes the trade-off curves (NDCG@10 against coverage@10, one line per layer,
+each point labelled with its knob value) as a plain SVG file: docs/images/tradeoff_demo.svg
+is made by ``--svg docs/images/tradeoff_demo.svg``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--svg", default=None, help="write the NDCG@10 / coverage@10 curves here")
     args = parser.parse_args(argv)
     import numpy as np
 
@@ -67,7 +72,59 @@ def main(argv=None) -> int:
         C.log(f"swept {key}")
     if args.json:
         C.write_json(args.json, {"machine": C.machine_info(), "data": data.describe(), "sweeps": out})
+    if args.svg:
+        Path(args.svg).write_text(trade_off_svg({title: out[key] for title, (key, _) in SWEEPS.items()}))
+        C.log(f"wrote {args.svg}")
     return 0
+
+
+def trade_off_svg(curves: dict, x: str = "coverage_at_10", y: str = "ndcg_at_10", width: int = 760,
+                  height: int = 420) -> str:
+    """Each sweep as a line of (x, y) points labelled with the knob's value, as an SVG document."""
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+    pts = [(r[x], r[y]) for rows in curves.values() for r in rows]
+    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+    dx, dy = (x1 - x0) * 0.08 or 0.05, (y1 - y0) * 0.08 or 0.005
+    x0, x1, y0, y1 = x0 - dx, x1 + dx, y0 - dy, y1 + dy
+    m = {"l": 60, "r": 270, "t": 30, "b": 45}
+    pw, ph = width - m["l"] - m["r"], height - m["t"] - m["b"]
+
+    def X(v):
+        return m["l"] + (v - x0) / (x1 - x0) * pw
+
+    def Y(v):
+        return m["t"] + ph - (v - y0) / (y1 - y0) * ph
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="11">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<rect x="{m["l"]}" y="{m["t"]}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
+           f'<text x="{m["l"]}" y="18" font-size="13">The demo model: NDCG@10 against coverage@10 per '
+           'knob value</text>',
+           f'<text x="{m["l"] + pw}" y="{height - 8}" text-anchor="end">coverage@10 (share of the catalog '
+           'recommended) &#8594;</text>',
+           f'<text x="14" y="{m["t"] + ph / 2}" transform="rotate(-90 14 {m["t"] + ph / 2})" '
+           'text-anchor="middle">NDCG@10 &#8594;</text>']
+    for i in range(5):
+        vx, vy = x0 + (x1 - x0) * i / 4, y0 + (y1 - y0) * i / 4
+        out.append(f'<text x="{X(vx):.1f}" y="{m["t"] + ph + 14}" text-anchor="middle">{vx:.3g}</text>')
+        out.append(f'<text x="{m["l"] - 4}" y="{Y(vy) + 3:.1f}" text-anchor="end">{vy:.3g}</text>')
+        out.append(f'<line x1="{m["l"]}" x2="{m["l"] + pw}" y1="{Y(vy):.1f}" y2="{Y(vy):.1f}" stroke="#eee"/>')
+    for j, (title, rows) in enumerate(curves.items()):
+        c = colors[j % len(colors)]
+        line = " ".join(f"{X(r[x]):.1f},{Y(r[y]):.1f}" for r in rows)
+        out.append(f'<polyline points="{line}" fill="none" stroke="{c}" stroke-width="1.6"/>')
+        for r in rows:
+            out.append(f'<circle cx="{X(r[x]):.1f}" cy="{Y(r[y]):.1f}" r="3" fill="{c}"/>')
+            out.append(f'<text x="{X(r[x]) + 4:.1f}" y="{Y(r[y]) - 4:.1f}" fill="{c}" font-size="9">'
+                       f'{r["value"]:g}</text>')
+        ly = m["t"] + 14 + 16 * j
+        label = title.replace("&", "&amp;")
+        out.append(f'<rect x="{m["l"] + pw + 12}" y="{ly - 8}" width="10" height="10" fill="{c}"/>')
+        out.append(f'<text x="{m["l"] + pw + 26}" y="{ly + 1}">{label}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":
