@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tfrs_diag import summary as S
+from tfrs_diag.summary import workers
 from tfrs_diag._keras import tf
 from tfrs_diag.callbacks.cadence import MAX_EVERY_N_STEPS, default_every_n_steps, steps_per_execution
 from tfrs_diag.capture import EMBEDDING_COLUMNS, SNAPSHOT_COLUMNS, GradientCapture
@@ -145,6 +146,7 @@ class GradientStatistics(tf.keras.callbacks.Callback):
             raise RuntimeError(
                 "GradientStatistics needs a compiled model: call model.compile(optimizer=...) before fit().")
         check_xla_compatible(model, "GradientStatistics")
+        workers.enter(self.log_dir, model.distribute_strategy, self)
         spe = steps_per_execution(model)
         if not self._explicit_every_n_steps:
             steps = (self.params or {}).get("steps")
@@ -208,6 +210,7 @@ class GradientStatistics(tf.keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self._flush_stats()
         self._finish()
+        workers.leave(self.log_dir, self)
 
     # ------------------------------------------------------------ host work
 
