@@ -156,3 +156,4 @@ def test_the_checker_finds_host_calls_string_ops_and_dynamic_shapes():
     found = "\n".join(_violations(_ours(_nested(graph))))
     assert "EagerPyFunc" in found and "AsString" in found and "string tensor" in found
     assert "dynamic shape (None,)" in found and "Unique" in found
+
