@@ -16,7 +16,8 @@ import os
 import sys
 
 GLOBAL_BATCH = 64  # 32 per replica with two replicas
-STEPS, EPOCHS, PROBE = 3, 2, 48
+STEPS, EPOCHS, PROBE = 3, 3, 48
+STOP_AFTER = 2  # epochs: the planted overfitting finding stops fit there, on every worker
 
 
 def run(strategy, log_dir: str, out: str, init_weights=None, disk_full_after: int | None = None) -> dict:
@@ -51,10 +52,22 @@ def run(strategy, log_dir: str, out: str, init_weights=None, disk_full_after: in
     def arrays(ds, n):
         return tf.nest.map_structure(lambda t: t.numpy(), next(iter(ds.batch(n))))
 
+    from tfrs_diag import detectors as D
+
+    class PlantedOverfitting(D.Overfitting):
+        """Fires after epoch STOP_AFTER (the real test needs five epochs of a worsening trend)."""
+
+        def update(self, values, best_epoch=None):
+            findings = super().update(values, best_epoch)
+            if len(self.epochs) == STOP_AFTER:
+                findings += D.found(self.fire(self.monitor, "planted", {"epochs": STOP_AFTER}))
+            return findings
+
     gs = GradientStatistics(log_dir, every_n_steps=1, verbose=0)
     monitor = OverfittingMonitor(log_dir, probe_data=arrays(case.validation, PROBE),
                                  train_probe_data=arrays(case.train, PROBE), probe_size=PROBE,
-                                 probe_every_n_steps=2, gradient_statistics=gs, verbose=0)
+                                 probe_every_n_steps=2, gradient_statistics=gs, on_overfit="stop",
+                                 detectors=[PlantedOverfitting()], verbose=0)
     beyond = BeyondAccuracy(log_dir, case.validation, case.candidates, k=(5, 10), query_key=case.query_key,
                             item_key=case.item_key, query_features=case.query_features, verbose=0)
     seen: dict = {"raw_logs": [], "write_dirs": set(), "disk_full": False}
@@ -95,6 +108,7 @@ def run(strategy, log_dir: str, out: str, init_weights=None, disk_full_after: in
         "alerts": {name: [a.to_dict() for a in cb.alerts] for name, cb in
                    (("gradients", gs), ("monitor", monitor), ("beyond", beyond))},
         "monitor_epoch_logs": monitor.epoch_logs,
+        "stopped_epoch": monitor.stopped_epoch,
         "readings": monitor.readings,
         "raw_logs": seen["raw_logs"],
         "beyond": [dict(r.metrics) for _, r in beyond.history],

@@ -16,7 +16,8 @@ same global batch of 64 split into the same two halves, so every value must agre
 - the model logs with ``distribute_reduction_method="first"``, so each worker's Keras
   logs hold its own half-batch loss and differ; the monitor decides on the chief's
   on both workers, so the alerts of every callback are identical on both workers (and
-  equal to the one-process run's).
+  equal to the one-process run's); a planted overfitting finding with
+  ``on_overfit="stop"`` stops both workers after the same epoch.
 """
 
 from __future__ import annotations
@@ -123,6 +124,10 @@ def test_two_workers_write_once_agree_and_equal_the_one_process_run(cluster, tmp
     assert chief["monitor_epoch_logs"] == other["monitor_epoch_logs"]
     assert chief["monitor_epoch_logs"][0]["loss"] == chief["raw_logs"][0]["loss"]
     assert _decisions(chief) == _decisions(other)
+    # on_overfit="stop" stopped both at the same epoch (a one-sided stop would hang the other).
+    assert chief["stopped_epoch"] == other["stopped_epoch"] == MW.STOP_AFTER - 1
+    assert len(chief["raw_logs"]) == len(other["raw_logs"]) == MW.STOP_AFTER < MW.EPOCHS
+    assert ("overfitting", "val_loss", MW.STEPS * MW.STOP_AFTER, "firing") in _decisions(chief)["monitor"]
     assert chief["usage_counts"] == other["usage_counts"]
     assert chief["readings"] == other["readings"]
 
@@ -137,7 +142,7 @@ def test_two_workers_write_once_agree_and_equal_the_one_process_run(cluster, tmp
     # Every worker's lookups, each counted once: training, Keras' validation (one batch of
     # 64 per epoch) and BeyondAccuracy's evaluation (one lookup per validation user) per epoch.
     users = len(np.unique(T.movielens_like(num_ratings=600).split()[1]["user_id"]))
-    assert sum(chief["usage_counts"]) == MW.EPOCHS * (MW.GLOBAL_BATCH * (MW.STEPS + 1) + users)
+    assert sum(chief["usage_counts"]) == MW.STOP_AFTER * (MW.GLOBAL_BATCH * (MW.STEPS + 1) + users)
     assert reference["noise"]["b_simple"] == pytest.approx(chief["noise"]["b_simple"], rel=1e-4)
     ours, theirs = _scalars(log_dir), _scalars(tmp_path / "ref_log")
     assert set(ours) == set(theirs)
