@@ -321,6 +321,9 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         return reading
 
     def _probe_reading(self) -> dict:
+        coordinator = getattr(self.model, "_cluster_coordinator", None)
+        if coordinator is not None:  # ParameterServerStrategy: batch hooks run before the step has
+            coordinator.join()       # finished; probe the weights of the step the reading names
         reading = self._record_reading(*self.probes.run(self.model, self._is_tfrs, self._stepped))
         heldout, seen = self._per_example(reading["heldout"], reading["seen"])
         self._pause(D.all_finite((heldout, seen)) and not self._gradients_nonfinite())
