@@ -61,7 +61,8 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
         is reported once, with the names it does.
 
     Under `tf.distribute.MirroredStrategy` (``fit`` inside ``strategy.scope()``) the
-    evaluation runs once per epoch, not per replica, with the one-device values.
+    evaluation runs once per epoch, not per replica, with the one-device values; with
+    several workers every worker evaluates and only the chief writes (docs/scale.md).
 
     Example:
 

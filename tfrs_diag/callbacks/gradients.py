@@ -43,7 +43,9 @@ class GradientStatistics(tf.keras.callbacks.Callback):
     reading is written at the optimizer's step count (``optimizer.iterations`` after the
     step), so a second `fit`, ``initial_epoch`` or a resume with
     `tf.keras.callbacks.BackupAndRestore` (in a new process, or with a new callback on
-    the same ``log_dir``) continues the timeline.
+    the same ``log_dir``) continues the timeline. With several workers
+    (`tf.distribute.MultiWorkerMirroredStrategy`) only the chief writes to ``log_dir``
+    (docs/scale.md).
 
     Written under ``log_dir/train`` (tags per docs/design.md's schema):
 
