@@ -11,7 +11,7 @@ from tfrs_diag._keras import tf
 from tfrs_diag.capture.checks import check_xla_compatible
 from tfrs_diag.evaluation import EvaluationResult, TopKEvaluator
 from tfrs_diag.metrics.composite import CompositeScore
-from tfrs_diag.summary import schema
+from tfrs_diag.summary import schema, workers
 
 
 class BeyondAccuracy(tf.keras.callbacks.Callback):
@@ -68,7 +68,8 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
         is reported once, with the names it does.
 
     Under `tf.distribute.MirroredStrategy` (``fit`` inside ``strategy.scope()``) the
-    evaluation runs once per epoch, not per replica, with the one-device values.
+    evaluation runs once per epoch, not per replica, with the one-device values; with
+    several workers every worker evaluates and only the chief writes (docs/scale.md).
 
     Example:
 
@@ -149,10 +150,14 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
         for d in (self.fairness, self.exposure, self.pause):
             d.reset()
         check_xla_compatible(self.model, "BeyondAccuracy")
+        workers.enter(self.log_dir, self.model.distribute_strategy, self)
         # Unknown towers or features fail before the first epoch, not after it.
         self.evaluator.query_tower(self.model)
         self.evaluator.candidate_tower(self.model)
         self.evaluator.queries(self.model)
+
+    def on_train_end(self, logs=None):
+        workers.leave(self.log_dir, self)
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every_n_epochs:

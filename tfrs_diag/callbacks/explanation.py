@@ -9,6 +9,7 @@ import numpy as np
 from tfrs_diag import summary as S
 from tfrs_diag._keras import tf
 from tfrs_diag.capture.checks import check_xla_compatible
+from tfrs_diag.summary import workers
 
 
 class ExplanationCallback(tf.keras.callbacks.Callback):
@@ -107,6 +108,12 @@ class ExplanationCallback(tf.keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         check_xla_compatible(self.model, "ExplanationCallback")
+        if self.log_dir is not None:
+            workers.enter(self.log_dir, self.model.distribute_strategy, self)
+
+    def on_train_end(self, logs=None):
+        if self.log_dir is not None:
+            workers.leave(self.log_dir, self)
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every_n_epochs == 0:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tfrs_diag import summary as S
+from tfrs_diag.summary import workers
 from tfrs_diag._keras import tf
 from tfrs_diag.callbacks.cadence import MAX_EVERY_N_STEPS, default_every_n_steps, steps_per_execution
 from tfrs_diag.capture import EMBEDDING_COLUMNS, SNAPSHOT_COLUMNS, GradientCapture
@@ -42,7 +43,9 @@ class GradientStatistics(tf.keras.callbacks.Callback):
     reading is written at the optimizer's step count (``optimizer.iterations`` after the
     step), so a second `fit`, ``initial_epoch`` or a resume with
     `tf.keras.callbacks.BackupAndRestore` (in a new process, or with a new callback on
-    the same ``log_dir``) continues the timeline.
+    the same ``log_dir``) continues the timeline. With several workers
+    (`tf.distribute.MultiWorkerMirroredStrategy`) only the chief writes to ``log_dir``
+    (docs/scale.md).
 
     Written under ``log_dir/train`` (tags per docs/design.md's schema):
 
@@ -145,6 +148,7 @@ class GradientStatistics(tf.keras.callbacks.Callback):
             raise RuntimeError(
                 "GradientStatistics needs a compiled model: call model.compile(optimizer=...) before fit().")
         check_xla_compatible(model, "GradientStatistics")
+        workers.enter(self.log_dir, model.distribute_strategy, self)
         spe = steps_per_execution(model)
         if not self._explicit_every_n_steps:
             steps = (self.params or {}).get("steps")
@@ -192,8 +196,10 @@ class GradientStatistics(tf.keras.callbacks.Callback):
                 for kind, subject in [k for k in self.alert_log.active if k[0] in _KINDS]:
                     self.alert_log.clear(kind, subject, self._read_step, self._epoch)
         step = self._step_base + int(batch) + 1
-        norm = (logs or {}).get("grad_norm")
-        if norm is not None and not self.pause.paused:  # back to its level: the exploding alert clears
+        # ParameterServerStrategy hands batch hooks RemoteValues (of steps not run yet): no clearing there.
+        norm = logs.get("grad_norm") if isinstance(logs, dict) else None
+        if isinstance(norm, (int, float, np.number, np.ndarray, tf.Tensor)) and not self.pause.paused:
+            # Back to its level: the exploding alert clears.
             apply_findings(self.alert_log, self.exploding_detector.calm(step, float(norm)), step, self._epoch)
             if self.exploding_detector.rearm:
                 self.capture.rearm_exploding()
@@ -214,6 +220,7 @@ class GradientStatistics(tf.keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self._flush_stats()
         self._finish()
+        workers.leave(self.log_dir, self)
 
     # ------------------------------------------------------------ host work
 

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping
 
 from tfrs_diag import detectors as D
 from tfrs_diag import summary as S
+from tfrs_diag.summary import workers
 from tfrs_diag._keras import tf
 from tfrs_diag.capture.checks import check_xla_compatible
 from tfrs_diag.callbacks._data import check_rereadable, head, is_batched, num_examples, take_examples
@@ -230,6 +231,7 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         self._reset()
         model = self.model
         check_xla_compatible(model, "OverfittingMonitor")
+        workers.enter(self.log_dir, model.distribute_strategy, self)
         self._is_tfrs = _is_tfrs_model(model)
         if not self._is_tfrs and getattr(model, "compiled_loss", None) is None:
             raise RuntimeError("OverfittingMonitor needs a compiled model: call model.compile(loss=...) before fit().")
@@ -276,6 +278,8 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         self._validation_extra = {}
         self._evaluate_validation(logs)
         values = {**self._validation_extra, **{k: float(v) for k, v in logs.items() if _is_number(v)}}
+        # A tfrs.Model's logged losses are each worker's own last batch: decide on the chief's.
+        values = workers.agree(self.model.distribute_strategy, values)
         self.epoch_logs.append(values)
         finite = D.all_finite(values.get(k) for k in ("loss", self.monitor)) and not self._gradients_nonfinite()
         if reading is not None:
@@ -294,6 +298,7 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         S.writer_for(self.log_dir, self.run).flush()
+        workers.leave(self.log_dir, self)
 
     # ------------------------------------------------------------ readings
 
@@ -316,6 +321,9 @@ class OverfittingMonitor(tf.keras.callbacks.Callback):
         return reading
 
     def _probe_reading(self) -> dict:
+        coordinator = getattr(self.model, "_cluster_coordinator", None)
+        if coordinator is not None:  # ParameterServerStrategy: batch hooks run before the step has
+            coordinator.join()       # finished; probe the weights of the step the reading names
         reading = self._record_reading(*self.probes.run(self.model, self._is_tfrs, self._stepped))
         heldout, seen = self._per_example(reading["heldout"], reading["seen"])
         self._pause(D.all_finite((heldout, seen)) and not self._gradients_nonfinite())

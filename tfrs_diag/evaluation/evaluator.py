@@ -51,7 +51,9 @@ def _cross_replica_state():
     context. The evaluation runs once, not once per replica, so its state is one plain
     variable per metric on the strategy's first device, as without a strategy.
     """
-    if not tf.distribute.has_strategy():
+    if not tf.distribute.has_strategy() or getattr(tf.distribute.get_strategy(), "_should_use_with_coordinator", False):
+        # ParameterServerStrategy: its variables live on the parameter servers, plain (not
+        # ON_READ) and updatable from the coordinator, where callbacks run.
         yield
         return
     try:

@@ -7,6 +7,7 @@ import threading
 from typing import Any, Iterator
 
 from tfrs_diag._keras import tf
+from tfrs_diag.summary import workers
 
 _state = threading.local()
 
@@ -88,19 +89,23 @@ class EmbeddingProbe(tf.keras.layers.Layer):
             # One op: the raw scatter takes ids of any shape and a scalar update. On `.handle`,
             # because under tf.distribute that is this replica's own copy of the ON_READ
             # variable (whose scatter_add method is not implemented).
-            tf.raw_ops.ResourceScatterAdd(resource=self._counts_handle(), indices=ids,
-                                          updates=tf.constant(1.0, tf.float32))
+            handle = self._counts_handle()
+            if handle is not None:
+                tf.raw_ops.ResourceScatterAdd(resource=handle, indices=ids, updates=tf.constant(1.0, tf.float32))
         return self.embedding(inputs)
 
     def _counts_handle(self):
         """This replica's copy of the counts; outside a replica (a mirrored model's tower
         called in cross-replica context: a candidates ``dataset.map(tower)``, a
         BruteForce index, eager calls after fit) the first copy, which the SUM read
-        adds like any other, so every lookup counts once."""
+        adds like any other, so every lookup counts once. With several workers every
+        worker makes that cross-replica call: only the chief counts it (None elsewhere)."""
         counts = self.usage_counts
         try:
             return counts.handle
         except ValueError:  # DistributedVariable.handle outside a replica context
+            if not workers.is_chief(counts.distribute_strategy):
+                return None
             return counts.values[0].handle
 
     def compute_mask(self, inputs, mask=None):

@@ -59,13 +59,17 @@ _writers: dict[str, "SummaryWriter"] = {}
 writers_lock = threading.Lock()
 # Per run directory: (step, alert payloads written at that step), see AlertLog._emit.
 alerts_at_step: dict[str, tuple[int, list[dict]]] = {}
+# abs log_dir -> the directory a non-chief worker writes it to (`tfrs_diag.summary.workers`).
+worker_dirs: dict[str, str] = {}
 # log_dirs (absolute) that have warned about a failed write: each warns once per process.
 _warned_log_dirs: set[str] = set()
 _current = threading.local()
 
 
 def run_path(log_dir: str, run: str) -> str:
-    return os.path.abspath(os.path.join(log_dir, run) if run else log_dir)
+    root = os.path.abspath(log_dir)
+    root = worker_dirs.get(root, root)
+    return os.path.join(root, run) if run else root
 
 
 def _describe(error: BaseException) -> str:
