@@ -6,7 +6,7 @@ STAMP := $(VENV)/.tfrs_diag-installed
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-all bench install clean
+.PHONY: demo test test-all test-tfx bench install clean
 
 install: $(STAMP)
 
@@ -21,8 +21,26 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The TFX leg: its own Python 3.10 virtualenv with the stack constraints-tfx.txt pins (TFX 1.16,
+# TensorFlow 2.16, tf-keras 2.16, TFRS 0.7.3), then the tfrs_diag.tfx tests and the example
+# pipeline end to end. Two pytest processes: the pipeline's MirroredStrategy and the helpers'
+# test strategy cannot share one process.
+TFX_VENV ?= .venv-tfx
+TFX_PYTHON ?= $(shell command -v python3.10 || echo $(HOME)/.pyenv/versions/3.10.13/bin/python)
+TFX_PY := $(TFX_VENV)/bin/python
+TFX_STAMP := $(TFX_VENV)/.tfrs_diag-installed
+
+$(TFX_STAMP): pyproject.toml setup.cfg constraints-tfx.txt
+	@test -x $(TFX_PY) || $(TFX_PYTHON) -m venv $(TFX_VENV)
+	$(TFX_PY) -m pip install -q --disable-pip-version-check -c constraints-tfx.txt -e '.[tfx]' pytest
+	@touch $(TFX_STAMP)
+
+test-tfx: $(TFX_STAMP)
+	$(TFX_PY) -m pytest -p no:cacheprovider tests/test_tfx_helpers.py tests/test_doctests.py -k "tfx" $(PYTEST_ARGS)
+	$(TFX_PY) -m pytest -p no:cacheprovider tests/tfx $(PYTEST_ARGS)
+
 bench: $(STAMP)
 	$(PY) benchmarks/gradient_overhead.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(TFX_VENV) build *.egg-info
