@@ -26,11 +26,14 @@ test: $(STAMP)
 # pipeline end to end. Two pytest processes: the pipeline's MirroredStrategy and the helpers'
 # test strategy cannot share one process.
 TFX_VENV ?= .venv-tfx
-TFX_PYTHON ?= $(shell command -v python3.10 || echo $(HOME)/.pyenv/versions/3.10.13/bin/python)
+# The first of these that really runs Python 3.10 (a pyenv shim named python3.10 may not).
+TFX_PYTHON ?= $(shell for p in python3.10 $(HOME)/.pyenv/versions/3.10.13/bin/python $(HOME)/.pyenv/versions/3.10/bin/python; do \
+	$$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && echo $$p && break; done)
 TFX_PY := $(TFX_VENV)/bin/python
 TFX_STAMP := $(TFX_VENV)/.tfrs_diag-installed
 
 $(TFX_STAMP): pyproject.toml setup.cfg constraints-tfx.txt
+	@test -n "$(TFX_PYTHON)" || { echo "make test-tfx: needs Python 3.10 (TFX 1.16 requires Python >=3.9,<3.11): put python3.10 on PATH or pass TFX_PYTHON=/path/to/python3.10" >&2; exit 1; }
 	@test -x $(TFX_PY) || $(TFX_PYTHON) -m venv $(TFX_VENV)
 	$(TFX_PY) -m pip install -q --disable-pip-version-check -c constraints-tfx.txt -e '.[tfx]' pytest
 	@touch $(TFX_STAMP)

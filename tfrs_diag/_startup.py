@@ -22,6 +22,7 @@ COMMAND = "tfrs-diag"
 _NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     r"|[IWE]\d{4} [\d:. ]+\d+ \S+\.cc:\d+\] "
+    r"|\d{4}-\d\d-\d\d [\d:.]+: [IWE] \S+\.cc:\d+\] "  # TensorFlow 2.16's format
     r"|To enable the following instructions: .* in other operations, rebuild TensorFlow"
     r"|\s*$)")
 
@@ -39,6 +40,7 @@ def not_noise(text: str) -> str:
     """The lines of ``text`` that are not TensorFlow start-up noise.
 
     >>> not_noise("I0000 00:00:1796188748.509726   30127 cudart_stub.cc:31] Could not find cuda drivers\\n"
+    ...           "2026-12-02 06:17:19.753492: I tensorflow/core/util/port.cc:113] oneDNN custom operations are on.\\n"
     ...           "Traceback (most recent call last):\\n")
     'Traceback (most recent call last):\\n'
     """

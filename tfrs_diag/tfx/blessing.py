@@ -46,7 +46,7 @@ def parse_thresholds(rules: str | Sequence[str]) -> list[Threshold]:
     ['ndcg_at_10 >= 0.05', 'change(exposure_gini_at_10) <= 0.02']
     """
     if isinstance(rules, str):
-        rules = [r for r in re.split(r"[;\n]", rules)]
+        rules = re.split(r"[;\n]", rules)
     out = []
     for text in rules:
         if not text.strip():
@@ -75,8 +75,9 @@ def check_thresholds(rules: str | Sequence[str] | Sequence[Threshold], metrics: 
     >>> [(str(c.rule), c.passed) for c in checks]
     [('ndcg_at_10 >= 0.05', True), ('change(gini_at_10) <= 0.02', False)]
     """
-    parsed = [r if isinstance(r, Threshold) else None for r in rules] if not isinstance(rules, str) else []
-    if isinstance(rules, str) or any(r is None for r in parsed):
+    if not isinstance(rules, str) and all(isinstance(r, Threshold) for r in rules):
+        parsed = list(rules)
+    else:
         parsed = parse_thresholds(rules)
     checks = []
     for rule in parsed:
