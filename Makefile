@@ -22,9 +22,10 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The TFX leg: its own Python 3.10 virtualenv with the stack constraints-tfx.txt pins (TFX 1.16,
-# TensorFlow 2.16, tf-keras 2.16, TFRS 0.7.3), then the tfrs_diag.tfx tests and the example
-# pipeline end to end. Two pytest processes: the pipeline's MirroredStrategy and the helpers'
-# test strategy cannot share one process.
+# TensorFlow 2.16, tf-keras 2.16, TFRS 0.7.3, NumPy 1.26), then the fast suite on that stack (the
+# oldest TensorFlow setup.cfg allows), the tfrs_diag.tfx tests and the example pipeline end to
+# end. Separate pytest processes: the pipeline's MirroredStrategy and the tests' strategy cannot
+# share one process.
 TFX_VENV ?= .venv-tfx
 # The first of these that really runs Python 3.10 (a pyenv shim named python3.10 may not).
 TFX_PYTHON ?= $(shell for p in python3.10 $(HOME)/.pyenv/versions/3.10.13/bin/python $(HOME)/.pyenv/versions/3.10/bin/python; do \
@@ -39,7 +40,8 @@ $(TFX_STAMP): pyproject.toml setup.cfg constraints-tfx.txt
 	@touch $(TFX_STAMP)
 
 test-tfx: $(TFX_STAMP)
-	$(TFX_PY) -m pytest -p no:cacheprovider tests/test_tfx_helpers.py tests/test_doctests.py -k "tfx" $(PYTEST_ARGS)
+	$(TFX_PY) -m pytest -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+	$(TFX_PY) -m pytest -p no:cacheprovider -m slow tests/test_tfx_helpers.py $(PYTEST_ARGS)
 	$(TFX_PY) -m pytest -p no:cacheprovider tests/tfx $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -52,6 +52,10 @@ def quiet_tensorflow_import() -> None:
     if "tensorflow" in sys.modules or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"  # Python-side and later native INFO/WARNING lines
+    # Python warnings of TensorFlow, Keras and absl are theirs to fix; the command shows ours (set before
+    # the import: google.api_core warns about the Python version while TensorFlow loads).
+    for module in ("tensorflow", "keras", "tf_keras", "absl", "tensorboard", "tensorflow_recommenders", "google"):
+        warnings.filterwarnings("ignore", module=module)
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as captured:
@@ -68,9 +72,6 @@ def quiet_tensorflow_import() -> None:
             rest = not_noise(captured.read().decode("utf-8", "replace"))
             if rest:
                 sys.stderr.write(rest)
-    # Python warnings of TensorFlow, Keras and absl are theirs to fix; the command shows ours.
-    for module in ("tensorflow", "keras", "tf_keras", "absl", "tensorboard", "tensorflow_recommenders", "google"):
-        warnings.filterwarnings("ignore", module=module)
     import logging
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
