@@ -21,6 +21,13 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(tfrs_diag.__path__, "tfrs
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
+def _import(name):
+    """The module; its doctests skip, with the reason, where it needs an optional extra not installed."""
+    if name == "tfrs_diag.tfx.component":
+        pytest.importorskip("tfx.v1", reason="tfrs_diag.tfx.component needs TFX (make test-tfx runs it)")
+    return importlib.import_module(name)
+
+
 def _examples(module):
     finder = doctest.DocTestFinder(exclude_empty=True)
     return [t for t in finder.find(module, module.__name__) if t.examples]
@@ -33,7 +40,7 @@ def test_examples_run(name, tmp_path, monkeypatch):
         if not (movielens_dir() / "u.data").exists():
             pytest.skip(f"MovieLens-100k not found at {movielens_dir()} (set TFRS_DIAG_MOVIELENS_DIR)")
         monkeypatch.setenv("TFRS_DIAG_MOVIELENS_DIR", str(movielens_dir()))
-    module = importlib.import_module(name)
+    module = _import(name)
     runner = doctest.DocTestRunner(optionflags=FLAGS)
     for test in _examples(module):
         test.globs = {**test.globs, "tf": tf, "np": np, "tfrs_diag": tfrs_diag}
@@ -46,7 +53,7 @@ _REASON = re.compile(r"(not run|skipped|placeholder|needs|illustrat|sketch)", re
 
 @pytest.mark.parametrize("name", MODULES)
 def test_skipped_examples_say_why(name):
-    module = importlib.import_module(name)
+    module = _import(name)
     for test in _examples(module):
         skipped = [e for e in test.examples if e.options.get(doctest.SKIP)]
         if skipped and not _REASON.search(test.docstring or ""):

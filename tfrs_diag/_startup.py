@@ -22,6 +22,7 @@ COMMAND = "tfrs-diag"
 _NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     r"|[IWE]\d{4} [\d:. ]+\d+ \S+\.cc:\d+\] "
+    r"|\d{4}-\d\d-\d\d [\d:.]+: [IWE] \S+\.cc:\d+\] "  # TensorFlow 2.16's format
     r"|To enable the following instructions: .* in other operations, rebuild TensorFlow"
     r"|\s*$)")
 
@@ -39,6 +40,7 @@ def not_noise(text: str) -> str:
     """The lines of ``text`` that are not TensorFlow start-up noise.
 
     >>> not_noise("I0000 00:00:1796188748.509726   30127 cudart_stub.cc:31] Could not find cuda drivers\\n"
+    ...           "2026-12-02 06:17:19.753492: I tensorflow/core/util/port.cc:113] oneDNN custom operations are on.\\n"
     ...           "Traceback (most recent call last):\\n")
     'Traceback (most recent call last):\\n'
     """
@@ -50,6 +52,10 @@ def quiet_tensorflow_import() -> None:
     if "tensorflow" in sys.modules or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"  # Python-side and later native INFO/WARNING lines
+    # Python warnings of TensorFlow, Keras and absl are theirs to fix; the command shows ours (set before
+    # the import: google.api_core warns about the Python version while TensorFlow loads).
+    for module in ("tensorflow", "keras", "tf_keras", "absl", "tensorboard", "tensorflow_recommenders", "google"):
+        warnings.filterwarnings("ignore", module=module)
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as captured:
@@ -66,9 +72,6 @@ def quiet_tensorflow_import() -> None:
             rest = not_noise(captured.read().decode("utf-8", "replace"))
             if rest:
                 sys.stderr.write(rest)
-    # Python warnings of TensorFlow, Keras and absl are theirs to fix; the command shows ours.
-    for module in ("tensorflow", "keras", "tf_keras", "absl", "tensorboard", "tensorflow_recommenders", "google"):
-        warnings.filterwarnings("ignore", module=module)
     import logging
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)

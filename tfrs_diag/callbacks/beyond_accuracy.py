@@ -198,32 +198,8 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
         return names
 
     def _write(self, result: EvaluationResult, values: Mapping[str, float], step: int, epoch: int):
-        scalars = {}
-        for name, value in values.items():
-            scalars[schema.tag(schema.metric_family(name), *name.split("/"))] = value
-        for key, rows in result.tables.items():
-            for row in rows:
-                for name, value in row.items():
-                    if name not in ("group", "count"):
-                        scalars[S.tag("fair", key, name, row["group"])] = value
-        for row in result.item_group_table:
-            for name, value in row.items():
-                if name != "group":
-                    scalars[S.tag("fair", "item_group", name, row["group"])] = value
-        writer = S.writer_for(self.log_dir, self.run)
-        with writer.as_default():
-            self._scalars.write(scalars, step)
-            S.write_record(S.tag("fair", "groups"), "group_table",
-                           {"epoch": epoch, "ks": list(result.ks), "queries": result.queries,
-                            "query_key": result.query_key,
-                            "missing_positives": result.missing_positives, "user_groups": result.tables,
-                            "item_groups": result.item_group_table}, step)
-            if result.exposure_lorenz:
-                S.write_record(S.tag("fair", "exposure_lorenz"), "lorenz",
-                               {"epoch": epoch, "curves": [
-                                   {"k": k, "gini": values.get(f"exposure_gini_at_{k}"), **curve}
-                                   for k, curve in sorted(result.exposure_lorenz.items())]}, step)
-        writer.flush()
+        write_evaluation(self.log_dir, result, step=step, epoch=epoch, run=self.run, values=values,
+                         scalars=self._scalars)
 
     def _write_trade_off(self, rows: list[dict], step: int, epoch: int):
         self.history_trade_off.append((epoch, rows))
@@ -248,3 +224,48 @@ class BeyondAccuracy(tf.keras.callbacks.Callback):
         findings = self.fairness.update(result.tables) + self.exposure.update(
             k, gini, result.metrics.get(f"coverage_at_{k}"))
         D.apply_findings(self.alert_log, findings, step, epoch)
+
+
+def write_evaluation(log_dir: str, result: EvaluationResult, *, step: int, epoch: int = 0, run: str = "validation",
+                     values: Mapping[str, float] | None = None, scalars: S.ScalarBatch | None = None) -> None:
+    """Writes one evaluation as `BeyondAccuracy` does: every metric as a scalar, the group
+    table and the exposure Lorenz record, under ``log_dir/run`` at ``step``.
+
+    Used by the callback every N epochs and by `tfrs_diag.tfx` for one evaluation after
+    training (the plugin and ``tfrs-diag report`` read both alike). ``values`` defaults
+    to ``result.metrics`` (the callback adds its composite score).
+
+    Example:
+
+    Not run here: it needs an evaluation result (tests/test_tfx_helpers.py writes and reads one).
+
+    >>> write_evaluation("logs/eval", tfrs_diag.evaluate(model, items, test, k=10), step=0)  # doctest: +SKIP
+    """
+    values = result.metrics if values is None else values
+    scalars = S.ScalarBatch() if scalars is None else scalars
+    out = {}
+    for name, value in values.items():
+        out[schema.tag(schema.metric_family(name), *name.split("/"))] = value
+    for key, rows in result.tables.items():
+        for row in rows:
+            for name, value in row.items():
+                if name not in ("group", "count"):
+                    out[S.tag("fair", key, name, row["group"])] = value
+    for row in result.item_group_table:
+        for name, value in row.items():
+            if name != "group":
+                out[S.tag("fair", "item_group", name, row["group"])] = value
+    writer = S.writer_for(log_dir, run)
+    with writer.as_default():
+        scalars.write(out, step)
+        S.write_record(S.tag("fair", "groups"), "group_table",
+                       {"epoch": epoch, "ks": list(result.ks), "queries": result.queries,
+                        "query_key": result.query_key,
+                        "missing_positives": result.missing_positives, "user_groups": result.tables,
+                        "item_groups": result.item_group_table}, step)
+        if result.exposure_lorenz:
+            S.write_record(S.tag("fair", "exposure_lorenz"), "lorenz",
+                           {"epoch": epoch, "curves": [
+                               {"k": k, "gini": values.get(f"exposure_gini_at_{k}"), **curve}
+                               for k, curve in sorted(result.exposure_lorenz.items())]}, step)
+    writer.flush()

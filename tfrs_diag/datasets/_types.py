@@ -39,8 +39,8 @@ def head_tail_split(counts: Sequence[float] | np.ndarray, coverage: float = HEAD
 
     >>> head_tail_split([5, 50, 10, 30, 5]).tolist()   # 50 + 30 = 80% of 100
     [False, True, False, True, False]
-    >>> head_tail_split([1, 1, 1, 1, 1]).sum()          # 4 of 5 equal items reach 80%
-    np.int64(4)
+    >>> int(head_tail_split([1, 1, 1, 1, 1]).sum())     # 4 of 5 equal items reach 80%
+    4
     """
     counts = np.asarray(counts)
     if counts.ndim != 1:
