@@ -279,6 +279,9 @@ class GradientStatistics(tf.keras.callbacks.Callback):
                 f"{self.log_dir}. Lower the learning rate, clip gradients (clipnorm=...) or check that batch.")
 
     def _flush_stats(self):
+        coordinator = getattr(self.model, "_cluster_coordinator", None)
+        if coordinator is not None:  # ParameterServerStrategy: steps still in flight would tear the
+            coordinator.join()       # read (a snapshot's step and its values from different steps)
         stats = self.capture.read()
         if stats is None:
             return
